@@ -1,0 +1,38 @@
+# Each target sets itself up: a virtual environment in .venv with fastmlp and its extras.
+PYTHON ?= python3
+VENV ?= .venv
+EXTRAS ?= numba,test,bench
+BIN := $(VENV)/bin
+# the notMNIST sample beside this checkout, when there is one (else FASTMLP_DATA, the cache, or a download)
+SAMPLE := $(abspath ../shared/data/notmnist)
+export FASTMLP_DATA ?= $(if $(wildcard $(SAMPLE)),$(SAMPLE),)
+
+.PHONY: train test bench bench-pytest info clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+## train on the notMNIST sample with the seed's settings (200 epochs, H=1000, lr 0.1, momentum 0.9)
+train: $(BIN)/.installed
+	$(BIN)/fastmlp train $(ARGS)
+
+## run the test suite (CPU only; parametrised over every usable backend)
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest $(ARGS)
+
+## compare backends side by side (fastmlp bench)
+bench: $(BIN)/.installed
+	$(BIN)/fastmlp bench --backends all --json bench-results.json --plot bench-results.png $(ARGS)
+
+## the pytest-benchmark suite
+bench-pytest: $(BIN)/.installed
+	$(BIN)/python -m pytest bench/ --benchmark-only $(ARGS)
+
+info: $(BIN)/.installed
+	$(BIN)/fastmlp info
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis .benchmarks

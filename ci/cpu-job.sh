@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The CPU job: the whole test suite (numpy and numba backends), then the cupy backend's
+# selection checks with CuPy installed on a machine without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+echo "== test suite (README: make test)"
+make test PYTHON="$PYTHON"
+
+echo "== CuPy installed, no GPU: selecting cupy must fail early with the no-device error"
+rm -rf .venv-cupy-cpu
+"$PYTHON" -m venv .venv-cupy-cpu
+.venv-cupy-cpu/bin/python -m pip install --quiet --upgrade pip
+.venv-cupy-cpu/bin/python -m pip install --quiet -e ".[test,cupy]"
+.venv-cupy-cpu/bin/python -m pytest -p no:cacheprovider tests/test_backends.py -rs
+rm -rf .venv-cupy-cpu

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The GPU job: the whole suite on the cupy backend with the GPU required (a missing GPU fails the
+# run instead of skipping), then the epoch benchmark with cupy beside the CPU backends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv-gpu}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv --system-site-packages "$VENV"   # reuse a preinstalled CuPy where there is one
+  "$VENV/bin/python" -m pip install --quiet -e ".[test,bench]" || "$VENV/bin/python" -m pip install --quiet --no-deps -e .
+  "$VENV/bin/python" -c "import cupy" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet -e ".[cupy]"
+fi
+export FASTMLP_BACKEND=cupy FASTMLP_REQUIRE_GPU=1
+"$VENV/bin/python" -m pytest -rs -m "not slow" ${PYTEST_ARGS:-}
+unset FASTMLP_BACKEND
+"$VENV/bin/fastmlp" bench --backends numpy,cupy --dtype float32 --hidden 1000 --epochs ${BENCH_EPOCHS:-10} \
+  --json "${BENCH_JSON:-bench-gpu.json}"

@@ -1,0 +1,144 @@
+"""The backend contract and its generic implementation, written with ``xp`` alone.
+
+A backend is a small object: a ``name``, the array namespace ``xp``, host<->device transfers,
+``synchronize`` and the *fused steps* of an epoch. The generic steps below compose the primitives
+of :mod:`fastmlp.ops`; a fast backend overrides a step with the same signature (a NumPy version
+working in place, a Numba kernel, a CuPy kernel) and a parity test compares each override with the
+generic version.
+
+Contract of every step: it may overwrite the arrays it is documented to overwrite (marked
+"in place" below) and returns its results; callers always use the returned arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .. import ops, optim
+
+__all__ = ["Backend"]
+
+
+class Backend:
+    """Generic backend: every step written with the namespace ``xp``.
+
+    Subclasses set ``name`` and ``xp`` (an Array-API namespace) and override what differs.
+    """
+
+    name = "generic"
+    #: the package this backend imports beyond NumPy (None: nothing beyond NumPy)
+    package = None
+
+    def __init__(self, xp):
+        self.xp = xp
+        self._buffers = {}
+
+    def __repr__(self):
+        return f"<fastmlp backend {self.name!r} on {self.device}>"
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def device(self):
+        """A short description of where the arrays live, e.g. ``'CPU'``."""
+        return "CPU"
+
+    def describe(self):
+        """Facts about this backend for ``fastmlp info`` and benchmark records."""
+        return {"backend": self.name, "device": self.device}
+
+    # ------------------------------------------------------------ transfers
+    def asarray(self, host_array, dtype=None):
+        """Host NumPy array -> a new array of this backend (always a copy)."""
+        array = self.xp.asarray(np.array(host_array, dtype=dtype, copy=True))
+        return array
+
+    def to_numpy(self, array):
+        """Backend array -> a new host NumPy array (always a copy)."""
+        return np.array(array, copy=True)
+
+    def synchronize(self):
+        """Wait until all queued work has finished (a no-op on the CPU)."""
+
+    def copy(self, array, into=None):
+        """A copy of ``array``; a backend that works in place may write it into ``into``."""
+        return self.xp.asarray(array, copy=True)
+
+    def full(self, shape, value, dtype):
+        """A new array of ``shape`` filled with ``value``."""
+        return self.xp.full(shape, value, dtype=dtype)
+
+    def take_rows(self, array, row_indices):
+        """``array[row_indices]`` for an integer index array of this backend."""
+        return self.xp.take(array, row_indices, axis=0)
+
+    def _buffer(self, name, shape, dtype):
+        """A reusable array for intermediate results, one per (name, shape, dtype)."""
+        key = (name, tuple(shape), np.dtype(dtype))
+        buffer = self._buffers.get(key)
+        if buffer is None:
+            buffer = self._buffers[key] = self.xp.empty(shape, dtype=dtype)
+        return buffer
+
+    def quiet_overflow(self):
+        """A context in which overflow and invalid operations raise no warning.
+
+        The training loop uses it: a diverging run overflows, and the loop reports that itself
+        with one clear :class:`~fastmlp.errors.DivergenceError`."""
+        return contextlib.nullcontext()
+
+    def release(self):
+        """Drop the reusable buffers (called when a fit ends)."""
+        self._buffers.clear()
+
+    def out_of_memory(self, exc):
+        """The error to raise when the backend's device ran out of memory during ``exc``."""
+        return exc
+
+    # --------------------------------------------------------- fused steps
+    def matmul(self, A, B, *, workspace=None):
+        """A @ B. ``workspace`` names a reusable output buffer; backends that can write into
+        one reuse it across calls, so the result is only valid until the next call with the
+        same name."""
+        return A @ B
+
+    def bias_relu(self, S, b):
+        """relu(S + b), in place on S.  (N, H), (H,) -> (N, H)"""
+        return ops.relu(S + b)
+
+    def affine(self, A, W, b):
+        """A @ W + b for the small output layer.  (N, H), (H, K), (K,) -> (N, K)"""
+        return ops.affine(A, W, b)
+
+    def softmax_xent_grad(self, S, labels):
+        """From logits S (N, K) and integer labels (N,): (loss, accuracy, d2 = (P - Y) / N).
+
+        loss and accuracy are 0-d arrays of this backend (no host synchronisation)."""
+        return ops.softmax_xent_grad(S, labels)
+
+    def logits_loss_acc(self, S, labels):
+        """From logits S (N, K): (loss, accuracy), without materialising probabilities."""
+        return ops.logits_loss_acc(S, labels)
+
+    def hidden_backward(self, A1, d2, W2):
+        """Everything the backward pass reads A1 for, in one step.
+
+        A1 (N, H) = relu(S1), d2 (N, K), W2 (H, K) ->
+        (dW2 = A1ᵀ d2 (H, K), db2 = Σ_rows d2 (K,), d1 = (d2 W2ᵀ) ⊙ [S1 > 0] (N, H), db1 = Σ_rows d1 (H,)).
+        d1 may be written in place over A1.
+        """
+        xp = self.xp
+        dW2 = A1.T @ d2                          # H×K
+        db2 = xp.sum(d2, axis=0)                 # K
+        d1 = (d2 @ W2.T) * ops.relu_mask(A1)     # N×H; A1 > 0 exactly where S1 > 0
+        db1 = xp.sum(d1, axis=0)                 # H
+        return dW2, db2, d1, db1
+
+    def momentum_update(self, param, velocity, grad, lr, momentum):
+        """v <- momentum·v + lr·g; θ <- θ - v. Returns (θ, v), in place where the backend can."""
+        return optim.momentum_step(param, velocity, grad, lr, momentum)
+
+    def all_finite(self, array):
+        """0-d boolean array: True when every entry is finite (stays on the device)."""
+        return self.xp.all(self.xp.isfinite(array))

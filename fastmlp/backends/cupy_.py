@@ -1,0 +1,191 @@
+"""The CuPy backend: arrays on a CUDA GPU, cuBLAS for the products, fused CUDA kernels for the rest.
+
+Data go to the device once per ``fit``; parameters, velocities and metrics stay there. The
+overrides have the signatures of the generic steps in :mod:`.base` (the same seams the Numba
+backend overrides). Selecting this backend fails early, before any training, with a distinct
+message when CuPy is missing, when no usable CUDA device or driver is found, or when kernels
+cannot be compiled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendError, DeviceMemoryError
+from .base import Backend
+
+__all__ = ["CupyBackend"]
+
+# One thread per row of logits (K is small): stable log-sum-exp, loss, first argmax and,
+# when d2 is given, d2 = (softmax - onehot) / N. Per-row loss and hit are summed by CuPy.
+_ROW_SOFTMAX_SOURCE = r"""
+template <typename T>
+__global__ void row_softmax_xent(const T* S, const long long* labels, int N, int K,
+                                 int want_grad, T* d2, double* row_loss, double* row_hit) {
+    int n = blockDim.x * blockIdx.x + threadIdx.x;
+    if (n >= N) return;
+    const T* s = S + (long long)n * K;
+    T top = s[0];
+    int arg = 0;
+    for (int k = 1; k < K; ++k) {
+        if (s[k] > top) { top = s[k]; arg = k; }
+    }
+    double total = 0.0;
+    for (int k = 0; k < K; ++k) total += exp((double)s[k] - (double)top);
+    double log_z = log(total);
+    long long label = labels[n];
+    row_loss[n] = log_z - ((double)s[label] - (double)top);
+    row_hit[n] = (arg == label) ? 1.0 : 0.0;
+    if (want_grad) {
+        double inv_n = 1.0 / N;
+        for (int k = 0; k < K; ++k) {
+            double p = exp((double)s[k] - (double)top - log_z);
+            d2[(long long)n * K + k] = (T)(((k == label) ? p - 1.0 : p) * inv_n);
+        }
+    }
+}
+"""
+
+
+class CupyBackend(Backend):
+    """CuPy on the current CUDA device."""
+
+    name = "cupy"
+    package = "cupy"
+
+    def __init__(self):
+        try:
+            import cupy
+        except ImportError as exc:
+            raise BackendError(
+                f"the 'cupy' backend needs the package 'cupy', which cannot be imported ({exc}); "
+                'install it with: pip install "fastmlp[cupy]" (CUDA 12)'
+            ) from None
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # noqa: BLE001 - CUDARuntimeError and driver-loading errors alike
+            raise BackendError(
+                f"CuPy is installed but no usable CUDA device or driver was found ({exc}); "
+                "use --backend numpy or numba on this machine"
+            ) from None
+        if count < 1:
+            raise BackendError("CuPy is installed but sees no CUDA device; use --backend numpy or numba")
+        try:
+            self._compile_kernels(cupy)
+        except Exception as exc:  # noqa: BLE001 - CompileException, missing NVRTC, ...
+            raise BackendError(
+                f"CuPy cannot compile its kernels on this machine ({type(exc).__name__}: {exc}); "
+                "check that the CUDA toolkit's NVRTC library matches the installed cupy-cuda12x"
+            ) from None
+        import array_api_compat.cupy as xp
+
+        super().__init__(xp)
+        self._cupy = cupy
+
+    def _compile_kernels(self, cupy):
+        self._bias_relu = cupy.ElementwiseKernel(
+            "T b", "T s", "T v = s + b; s = (v < (T)0) ? (T)0 : v;", "fastmlp_bias_relu")
+        self._mask_grad = cupy.ElementwiseKernel(
+            "T a, T g", "T d", "d = (a > (T)0) ? g : (T)0;", "fastmlp_relu_backward")
+        self._momentum = cupy.ElementwiseKernel(
+            "T g, T lr, T mu", "T p, T v", "v = mu * v + lr * g; p -= v;", "fastmlp_momentum")
+        module = cupy.RawModule(
+            code=_ROW_SOFTMAX_SOURCE, options=("-std=c++14",),
+            name_expressions=["row_softmax_xent<float>", "row_softmax_xent<double>"])
+        self._row_softmax = {
+            np.dtype(np.float32): module.get_function("row_softmax_xent<float>"),
+            np.dtype(np.float64): module.get_function("row_softmax_xent<double>"),
+        }
+        probe = cupy.zeros((2, 3), dtype=cupy.float32)  # compiles and runs one kernel now
+        self._bias_relu(cupy.ones(3, dtype=cupy.float32), probe)
+        cupy.cuda.get_current_stream().synchronize()
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def device(self):
+        props = self._cupy.cuda.runtime.getDeviceProperties(self._cupy.cuda.Device().id)
+        return f"GPU {props['name'].decode()} (CUDA device {self._cupy.cuda.Device().id})"
+
+    def describe(self):
+        cupy = self._cupy
+        free, total = cupy.cuda.runtime.memGetInfo()
+        return {**super().describe(), "cupy_version": cupy.__version__,
+                "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+                "gpu_memory_total_gib": round(total / 2**30, 1), "gpu_memory_free_gib": round(free / 2**30, 1)}
+
+    # ------------------------------------------------------------ transfers
+    def asarray(self, host_array, dtype=None):
+        return self._cupy.asarray(np.asarray(host_array, dtype=dtype, order="C"))
+
+    def to_numpy(self, array):
+        return self._cupy.asnumpy(array)
+
+    def synchronize(self):
+        self._cupy.cuda.get_current_stream().synchronize()
+
+    def copy(self, array, into=None):
+        if into is not None and into.shape == array.shape and into.dtype == array.dtype:
+            self._cupy.copyto(into, array)
+            return into
+        return array.copy()
+
+    def take_rows(self, array, row_indices):
+        return array[row_indices]
+
+    def release(self):
+        super().release()
+        self._cupy.get_default_memory_pool().free_all_blocks()
+
+    def out_of_memory(self, exc):
+        self.release()
+        return DeviceMemoryError(
+            f"the GPU ran out of memory: {exc}; try a smaller --hidden or --batch-size "
+            "(mini-batches need less device memory than the full batch)")
+
+    # --------------------------------------------------------- fused steps
+    def matmul(self, A, B, *, workspace=None):
+        if workspace is None:
+            return A @ B
+        out = self._buffer(workspace, (A.shape[0], B.shape[1]), np.result_type(A.dtype, B.dtype))
+        return self._cupy.matmul(A, B, out=out)
+
+    def bias_relu(self, S, b):
+        self._bias_relu(b, S)
+        return S
+
+    def _row_metrics(self, S, labels, d2):
+        cupy = self._cupy
+        N, K = S.shape
+        S = cupy.ascontiguousarray(S)
+        labels = cupy.ascontiguousarray(labels, dtype=cupy.int64)
+        row_loss = self._buffer("row_loss", (N,), np.float64)
+        row_hit = self._buffer("row_hit", (N,), np.float64)
+        threads = 128
+        self._row_softmax[np.dtype(S.dtype)](
+            ((N + threads - 1) // threads,), (threads,),
+            (S, labels, np.int32(N), np.int32(K), np.int32(d2 is not None),
+             d2 if d2 is not None else self._buffer("no_grad", (1,), S.dtype), row_loss, row_hit))
+        return (row_loss.sum() / N).astype(S.dtype), (row_hit.sum() / N).astype(S.dtype)
+
+    def softmax_xent_grad(self, S, labels):
+        d2 = self._buffer("d2", S.shape, S.dtype)
+        loss, acc = self._row_metrics(S, labels, d2)
+        return loss, acc, d2
+
+    def logits_loss_acc(self, S, labels):
+        return self._row_metrics(S, labels, None)
+
+    def hidden_backward(self, A1, d2, W2):
+        cupy = self._cupy
+        N, H = A1.shape
+        dW2 = A1.T @ d2                                                        # H×K
+        db2 = d2.sum(axis=0)                                                   # K
+        dA1 = cupy.matmul(d2, W2.T, out=self._buffer("dA1", (N, H), A1.dtype))  # N×H
+        d1 = self._mask_grad(A1, dA1, A1)                                      # N×H, over A1
+        db1 = d1.sum(axis=0)                                                   # H
+        return dW2, db2, d1, db1
+
+    def momentum_update(self, param, velocity, grad, lr, momentum):
+        scalar = param.dtype.type
+        self._momentum(grad, scalar(lr), scalar(momentum), param, velocity)
+        return param, velocity

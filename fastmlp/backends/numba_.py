@@ -1,0 +1,93 @@
+"""The Numba backend: NumPy arrays, BLAS for the products, jitted kernels for the rest.
+
+Each override below has the signature of the generic step in :mod:`.base`; the element-wise and
+row-wise work runs in the kernels of :mod:`._numba_kernels`, fused so that an epoch reads the
+N×H activation twice after X @ W1 (bias + ReLU, then the whole backward pass) instead of a dozen
+times.
+
+Threads: kernels follow ``NUMBA_NUM_THREADS``; BLAS and Numba never run at the same time. OpenBLAS
+workers spin for a while after each product and can take the cores from Numba's threads; setting
+``OPENBLAS_THREAD_TIMEOUT`` before NumPy loads (the ``fastmlp`` command does) lets them sleep.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendError
+from .numpy_ import NumpyBackend
+
+__all__ = ["NumbaBackend"]
+
+
+class NumbaBackend(NumpyBackend):
+    """NumPy arrays with fused Numba kernels for the element-wise steps."""
+
+    name = "numba"
+    package = "numba"
+
+    def __init__(self):
+        try:
+            import numba
+        except ImportError as exc:
+            raise BackendError(
+                f"the 'numba' backend needs the package 'numba', which cannot be imported ({exc}); "
+                'install it with: pip install "fastmlp[numba]"'
+            ) from None
+        from . import _numba_kernels
+
+        super().__init__()
+        self._numba = numba
+        self._kernels = _numba_kernels
+
+    def describe(self):
+        numba = self._numba
+        try:
+            layer = numba.threading_layer()
+        except ValueError:  # no parallel kernel has run yet
+            layer = "not yet chosen (set on the first parallel kernel)"
+        return {
+            **super().describe(),
+            "numba_version": numba.__version__,
+            "numba_threading_layer": layer,
+            "numba_threads": numba.get_num_threads(),
+        }
+
+    # --------------------------------------------------------- fused steps
+    def bias_relu(self, S, b):
+        self._kernels.bias_relu(S, b)
+        return S
+
+    def softmax_xent_grad(self, S, labels):
+        d2 = self._buffer("d2", S.shape, S.dtype)
+        loss, acc = self._kernels.softmax_xent_grad(S, labels, d2)
+        return np.asarray(loss, S.dtype), np.asarray(acc, S.dtype), d2
+
+    def logits_loss_acc(self, S, labels):
+        loss, acc = self._kernels.logits_loss_acc(S, labels)
+        return np.asarray(loss, S.dtype), np.asarray(acc, S.dtype)
+
+    def hidden_backward(self, A1, d2, W2):
+        kernels = self._kernels
+        N, H = A1.shape
+        K = d2.shape[1]
+        dtype = A1.dtype
+        W2T = np.ascontiguousarray(W2.T)                                    # K×H
+        dW2T_parts = self._buffer("dW2T_parts", (kernels.CHUNKS, K, H), dtype)
+        db1_parts = self._buffer("db1_parts", (kernels.CHUNKS, H), dtype)
+        kernels.hidden_backward(A1, d2, W2T, dW2T_parts, db1_parts)         # A1 now holds d1
+        dW2 = np.empty((H, K), dtype)
+        db1 = np.empty(H, dtype)
+        kernels.sum_partials(dW2T_parts, db1_parts, dW2, db1)
+        db2 = d2.sum(axis=0)
+        return dW2, db2, A1, db1
+
+    def momentum_update(self, param, velocity, grad, lr, momentum):
+        if not (param.flags.c_contiguous and velocity.flags.c_contiguous):
+            return super().momentum_update(param, velocity, grad, lr, momentum)
+        scalar = param.dtype.type
+        self._kernels.momentum_update(
+            param.reshape(-1), velocity.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
+            scalar(lr), scalar(momentum),
+        )
+        return param, velocity

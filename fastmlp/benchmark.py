@@ -1,0 +1,236 @@
+"""Epoch timing across backends, in one process, for ``fastmlp bench`` and ``bench/``.
+
+What one timed epoch is: exactly the training loop's full-batch epoch
+(:func:`fastmlp.train.full_batch_epoch`: forward, backward, update, validation metrics, the one
+device-to-host copy) on data already on the device, the device synchronised before the clock is
+read. The *floor* is the same epoch's three large products alone (X @ W1, Xᵀ @ d1, X_valid @ W1)
+on the same backend, timed in the same rounds. Backends are interleaved round by round
+(A B C A B C ...) after warm-up epochs, so machine noise falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import numpy as np
+
+from . import model, train
+from .backends import BACKEND_NAMES, backend_status, get_backend
+from .optim import INITIAL_VELOCITY
+
+__all__ = ["EpochRunner", "epoch_flops", "compare", "sweep", "format_table", "plot_bars", "plot_sweep"]
+
+N_IN, N_OUT = 784, 10
+
+
+def epoch_flops(n, n_valid, hidden, n_in=N_IN, n_out=N_OUT):
+    """Floating-point operations of one epoch's matrix products (2 per multiply-add)."""
+    large = 2 * n * n_in * hidden * 2 + 2 * n_valid * n_in * hidden    # X@W1, Xᵀ@d1, X_valid@W1
+    small = 2 * n * hidden * n_out * 3 + 2 * n_valid * hidden * n_out  # A1@W2, A1ᵀ@d2, d2@W2ᵀ, valid
+    return large + small
+
+
+class EpochRunner:
+    """One backend, one configuration: data and parameters on the device, ready to time."""
+
+    def __init__(self, backend, *, n=6000, n_valid=2000, hidden=1000, dtype="float32", seed=0):
+        self.backend = backend if not isinstance(backend, str) else get_backend(backend)
+        self.n, self.n_valid, self.hidden, self.dtype = n, n_valid, hidden, dtype
+        rng = np.random.default_rng(seed)
+        to_device = self.backend.asarray
+        self.X = to_device(rng.random((n, N_IN)), dtype)                       # N×D in [0, 1)
+        self.labels = to_device(rng.integers(0, N_OUT, n))                     # N
+        self.X_valid = to_device(rng.random((n_valid, N_IN)), dtype)          # Nv×D
+        self.labels_valid = to_device(rng.integers(0, N_OUT, n_valid))        # Nv
+        params = model.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype)
+        self.state = train.TrainingState(
+            self.backend,
+            {k: to_device(v) for k, v in params.items()},
+            {k: self.backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in params.items()},
+        )
+        self._spare = None
+        self._d1 = to_device(rng.standard_normal((n, hidden)) * 1e-3, dtype)  # N×H stand-in for d1
+
+    def epoch(self):
+        """Seconds of one full-batch training epoch, validation metrics included."""
+        start = time.perf_counter()
+        self._spare, _ = train.full_batch_epoch(
+            self.state, self.X, self.labels, self.X_valid, self.labels_valid,
+            lr=1e-3, momentum=0.9, snapshot_into=self._spare)
+        self.backend.synchronize()
+        return time.perf_counter() - start
+
+    def products(self):
+        """Seconds of the epoch's three large products alone, into the epoch's own buffers."""
+        backend, W1 = self.backend, self.state.params["W1"]
+        backend.synchronize()
+        start = time.perf_counter()
+        backend.matmul(self.X, W1, workspace="train_hidden")        # N×H
+        backend.matmul(self.X.T, self._d1, workspace="dW1")         # D×H
+        backend.matmul(self.X_valid, W1, workspace="valid_hidden")  # Nv×H
+        backend.synchronize()
+        return time.perf_counter() - start
+
+
+def _choose_backends(names):
+    """[(name, status)] for the requested names ('all' = every registered backend)."""
+    if names in (None, "all", ["all"]):
+        names = list(BACKEND_NAMES)
+    return [(name, backend_status(name)) for name in names]
+
+
+def compare(backends="all", *, dtypes=("float32",), hiddens=(1000,), n=6000, n_valid=2000,
+            epochs=10, warmup=2, log=print):
+    """Time every usable backend on every (dtype, hidden), interleaved; returns a JSON-able dict."""
+    from . import _sysinfo
+
+    result = {"machine": _sysinfo.machine_info(), "blas": _sysinfo.blas_info(),
+              "date": time.strftime("%Y-%m-%d"), "epochs": epochs, "warmup": warmup,
+              "skipped": {}, "configs": []}
+    usable = []
+    for name, status in _choose_backends(backends):
+        if status["usable"]:
+            usable.append(name)
+        else:
+            result["skipped"][name] = status["reason"]
+            log(f"skipping {name}: {status['reason']}")
+    for dtype in dtypes:
+        for hidden in hiddens:
+            config = {"dtype": dtype, "n": n, "n_valid": n_valid, "hidden": hidden,
+                      "flops_per_epoch": epoch_flops(n, n_valid, hidden), "backends": {}}
+            runners = {}
+            for name in usable:
+                start = time.perf_counter()
+                runner = EpochRunner(name, n=n, n_valid=n_valid, hidden=hidden, dtype=dtype)
+                first = runner.epoch()
+                cold = time.perf_counter() - start
+                for _ in range(max(0, warmup - 1)):
+                    runner.epoch()
+                    runner.products()
+                runners[name] = runner
+                config["backends"][name] = {
+                    "cold_start_s": cold, "first_epoch_s": first, "epoch_s": [], "floor_s": [],
+                    "facts": runner.backend.describe()}
+            for _ in range(epochs):  # A B C A B C ...
+                for name, runner in runners.items():
+                    config["backends"][name]["epoch_s"].append(runner.epoch())
+                    config["backends"][name]["floor_s"].append(runner.products())
+            for name, runner in runners.items():
+                runner.backend.release()
+            _summarise(config)
+            result["configs"].append(config)
+            log(format_table(config))
+    return result
+
+
+def _summarise(config):
+    baseline = config["backends"].get("numpy")
+    base_median = statistics.median(baseline["epoch_s"]) if baseline else None
+    for entry in config["backends"].values():
+        median = statistics.median(entry["epoch_s"])
+        floor = statistics.median(entry["floor_s"])
+        entry.update(
+            median_s=median, min_s=min(entry["epoch_s"]), max_s=max(entry["epoch_s"]),
+            floor_median_s=floor, floor_ratio=median / floor,
+            samples_per_s=config["n"] / median,
+            speedup_vs_numpy=(base_median / median) if base_median else None,
+            gflops=config["flops_per_epoch"] / median / 1e9,
+        )
+
+
+def format_table(config):
+    """A text table of one configuration: one row per backend."""
+    head = (f"{config['dtype']}, N={config['n']}, H={config['hidden']}, valid {config['n_valid']} "
+            f"({config['flops_per_epoch'] / 1e9:.1f} GFLOP of products per epoch)")
+    rows = [f"{'backend':<8} {'median s':>9} {'min-max s':>15} {'samples/s':>10} {'vs numpy':>9} "
+            f"{'floor s':>8} {'epoch/floor':>11} {'cold s':>7}"]
+    for name, e in config["backends"].items():
+        speedup = f"{e['speedup_vs_numpy']:.2f}x" if e["speedup_vs_numpy"] else "-"
+        rows.append(
+            f"{name:<8} {e['median_s']:>9.4f} {e['min_s']:>7.4f}-{e['max_s']:<7.4f} {e['samples_per_s']:>10.0f} "
+            f"{speedup:>9} {e['floor_median_s']:>8.4f} {e['floor_ratio']:>10.3f}x {e['cold_start_s']:>7.2f}")
+    return "\n".join([head, *rows])
+
+
+def sweep(backends="all", *, dtype="float32", hiddens=(100, 250, 500, 1000, 2000, 4000),
+          ns=(1000, 2000, 5000, 10000), base_n=6000, base_hidden=1000, epochs=3, log=print):
+    """Seconds per epoch as H grows (N = base_n) and as N grows (H = base_hidden)."""
+    points = []
+    usable = [name for name, status in _choose_backends(backends) if status["usable"]]
+    shapes = [(base_n, h) for h in hiddens] + [(n, base_hidden) for n in ns if n != base_n]
+    for n, hidden in shapes:
+        n_valid = max(1, n // 3)
+        for name in usable:
+            runner = EpochRunner(name, n=n, n_valid=n_valid, hidden=hidden, dtype=dtype)
+            runner.epoch()
+            times = [runner.epoch() for _ in range(epochs)]
+            runner.backend.release()
+            point = {"backend": name, "n": n, "n_valid": n_valid, "hidden": hidden, "dtype": dtype,
+                     "epoch_s": times, "median_s": statistics.median(times),
+                     "flops": epoch_flops(n, n_valid, hidden)}
+            points.append(point)
+            log(f"{name:<6} N={n:<6} H={hidden:<5} {point['median_s']:.4f} s/epoch "
+                f"({point['flops'] / point['median_s'] / 1e9:.1f} GFLOP/s)")
+    return points
+
+
+def plot_bars(result, path):
+    """Bar chart: median seconds per epoch by backend for every configuration, floor marked."""
+    from matplotlib.figure import Figure
+
+    from .plotting import save_figure
+
+    configs = result["configs"]
+    figure = Figure(figsize=(max(6.4, 2.2 * len(configs)), 4.2), dpi=100, layout="tight")
+    axes = figure.subplots()
+    names = sorted({name for c in configs for name in c["backends"]}, key=list(BACKEND_NAMES).index)
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        xs, medians, floors = [], [], []
+        for j, config in enumerate(configs):
+            if name in config["backends"]:
+                xs.append(j + i * width)
+                medians.append(config["backends"][name]["median_s"])
+                floors.append(config["backends"][name]["floor_median_s"])
+        axes.bar(xs, medians, width=width, label=name)
+        axes.scatter(xs, floors, marker="_", s=300, color="black", zorder=3,
+                     label="three large products alone" if i == 0 else None)
+    axes.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(configs))],
+                    [f"{c['dtype']}\nN={c['n']} H={c['hidden']}" for c in configs])
+    axes.set_ylabel("seconds per epoch (median)")
+    axes.set_title("fastmlp: epoch time by backend")
+    axes.legend()
+    save_figure(figure, path)
+
+
+def plot_sweep(points, path):
+    """Log-log plot of seconds per epoch against FLOPs per epoch, one line per backend and sweep."""
+    from matplotlib.figure import Figure
+
+    from .plotting import save_figure
+
+    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="tight")
+    axes = figure.subplots()
+    for name in sorted({p["backend"] for p in points}):
+        mine = [p for p in points if p["backend"] == name]
+        for label, key, fixed in (("H grows", "hidden", "n"), ("N grows", "n", "hidden")):
+            base = max({p[fixed] for p in mine}, key=lambda v: sum(p[fixed] == v for p in mine))
+            line = sorted((p for p in mine if p[fixed] == base), key=lambda p: p["flops"])
+            axes.plot([p["flops"] for p in line], [p["median_s"] for p in line], marker="o",
+                      label=f"{name}, {label} ({fixed}={base})")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("FLOPs of matrix products per epoch")
+    axes.set_ylabel("seconds per epoch (median)")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize="small")
+    save_figure(figure, path)
+
+
+def write_json(data, path):
+    """Write benchmark results as JSON, atomically."""
+    from .io import atomic_write
+
+    atomic_write(path, lambda handle: handle.write(json.dumps(data, indent=1).encode()))

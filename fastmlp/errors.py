@@ -1,0 +1,70 @@
+"""The one exception hierarchy of fastmlp.
+
+Every error fastmlp raises on purpose is a :class:`FastMLPError`, mixed with the
+builtin a caller would expect, so ``except ValueError`` keeps working::
+
+    FastMLPError
+    ├── InvalidInputError    (ValueError)         bad values, shapes, labels, file contents
+    ├── InvalidTypeError     (TypeError)          wrong dtypes
+    ├── MissingFileError     (FileNotFoundError)  a data or weights file is not there
+    ├── StorageError         (OSError)            a save or download that failed
+    ├── BackendError         (RuntimeError)       backend package missing, no GPU, compiler missing
+    ├── DeviceMemoryError    (MemoryError)        the device ran out of memory
+    └── DivergenceError      (FloatingPointError) the loss stopped being finite
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FastMLPError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "MissingFileError",
+    "StorageError",
+    "BackendError",
+    "DeviceMemoryError",
+    "DivergenceError",
+]
+
+
+class FastMLPError(Exception):
+    """Base class of every error fastmlp raises on purpose."""
+
+
+class InvalidInputError(FastMLPError, ValueError):
+    """A value, shape, label or file content is not what fastmlp accepts."""
+
+
+class InvalidTypeError(FastMLPError, TypeError):
+    """An array or argument has a type or dtype fastmlp cannot use."""
+
+
+class MissingFileError(FastMLPError, FileNotFoundError):
+    """A data or weights file does not exist."""
+
+
+class StorageError(FastMLPError, OSError):
+    """Writing or downloading a file failed; nothing that existed before was changed."""
+
+
+class BackendError(FastMLPError, RuntimeError):
+    """The chosen backend cannot run here (package missing, no usable device, ...)."""
+
+
+class DeviceMemoryError(FastMLPError, MemoryError):
+    """The backend's device ran out of memory."""
+
+
+class DivergenceError(FastMLPError, FloatingPointError):
+    """Training produced a non-finite loss.
+
+    Attributes: ``epoch`` (1-based), ``lr``, ``last_finite_loss`` (None when the very first loss
+    was not finite) and ``history`` (the epochs recorded before the divergence).
+    """
+
+    def __init__(self, message, *, epoch, lr, last_finite_loss, history=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.lr = lr
+        self.last_finite_loss = last_finite_loss
+        self.history = history

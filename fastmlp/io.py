@@ -1,0 +1,196 @@
+"""Weights files: save atomically, load without pickle, refuse anything unexpected.
+
+Format: a zip archive (NumPy's ``.npz`` layout) with one ``.npy`` member per parameter (``W1``,
+``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes and
+the fastmlp version that wrote it.
+
+Saving writes a temporary file in the target folder, flushes it to disk and ``os.replace``s it
+over the target: an interrupted save (exception, Ctrl-C, full disk) leaves the old file as it
+was and removes the temporary file. Loading reads the zip's directory first and refuses members
+larger than the declared shapes before decompressing anything; arrays are read with
+``allow_pickle=False``, so no code in a file ever runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InvalidInputError, MissingFileError, StorageError
+from .model import PARAM_NAMES
+from .validation import DTYPES
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights", "atomic_write"]
+
+FORMAT = "fastmlp-weights"
+FORMAT_VERSION = 1
+_METADATA = "metadata.json"
+_MAX_METADATA_BYTES = 64 * 1024
+_MAX_NPY_HEADER_BYTES = 4096
+
+
+def atomic_write(path, write):
+    """Call ``write(binary_file)`` on a temporary file next to ``path``, then replace ``path``.
+
+    On any failure the temporary file is removed, ``path`` is untouched, and an OSError becomes a
+    :class:`StorageError` naming the path.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise StorageError(f"cannot write {path}: the folder {folder} does not exist")
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}; the existing file (if any) is unchanged") from exc
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except FileNotFoundError:
+                pass
+
+
+def _write_member(archive, name, array):
+    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def save_weights(path, params, *, extra_metadata=None):
+    """Write ``params`` ({'W1', 'b1', 'W2', 'b2'} -> host arrays) to ``path`` atomically."""
+    dtype = np.dtype(params["W1"].dtype).name
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "dtype": dtype,
+        "shapes": {name: list(params[name].shape) for name in PARAM_NAMES},
+        **(extra_metadata or {}),
+    }
+
+    def write(handle):
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as archive:
+            for name in PARAM_NAMES:
+                _write_member(archive, name, params[name])
+            archive.writestr(_METADATA, json.dumps(metadata, indent=1))
+
+    atomic_write(path, write)
+
+
+def _read_metadata(archive, path):
+    try:
+        info = archive.getinfo(_METADATA)
+    except KeyError:
+        raise InvalidInputError(f"{path} is not a fastmlp weights file: it has no {_METADATA} member") from None
+    if info.file_size > _MAX_METADATA_BYTES:
+        raise InvalidInputError(f"{path}: {_METADATA} is {info.file_size} bytes, more than a weights file's metadata")
+    try:
+        metadata = json.loads(archive.read(info).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raise InvalidInputError(f"{path}: {_METADATA} is not valid JSON ({exc})") from None
+    if not isinstance(metadata, dict):
+        raise InvalidInputError(f"{path}: {_METADATA} must hold a JSON object")
+    return metadata
+
+
+def _declared_layout(metadata, problems):
+    """(dtype, {name: shape}) from the metadata, adding every problem found to ``problems``."""
+    if metadata.get("format") != FORMAT:
+        problems.append(f"format is {metadata.get('format')!r}, expected {FORMAT!r}")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format version {metadata.get('format_version')!r} is not supported (this fastmlp reads {FORMAT_VERSION})")
+    dtype = metadata.get("dtype")
+    if dtype not in DTYPES:
+        problems.append(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        dtype = None
+    shapes = metadata.get("shapes")
+    declared = {}
+    if not isinstance(shapes, dict):
+        problems.append("metadata has no 'shapes' object")
+        return dtype, declared
+    for name in PARAM_NAMES:
+        shape = shapes.get(name)
+        if (not isinstance(shape, list) or not shape
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
+            problems.append(f"declared shape of {name} is {shape!r}, not a list of positive integers")
+        else:
+            declared[name] = tuple(shape)
+    if len(declared) == len(PARAM_NAMES):
+        D, H = declared["W1"]
+        expected = {"W1": (D, H), "b1": (H,), "W2": (H, declared["W2"][-1]), "b2": (declared["W2"][-1],)}
+        for name in PARAM_NAMES:
+            if declared[name] != expected[name]:
+                problems.append(f"declared shape of {name} is {declared[name]}, expected {expected[name]}")
+    return dtype, declared
+
+
+def load_weights(path):
+    """Read a weights file -> ({'W1', 'b1', 'W2', 'b2'} -> host arrays, metadata dict).
+
+    Raises MissingFileError when the file is missing and InvalidInputError listing every
+    problem when it is not a valid fastmlp weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"weights file {path} does not exist")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidInputError(
+            f"{path} is not a fastmlp weights file: not a readable zip archive ({exc}); "
+            "it may be truncated or of another format"
+        ) from None
+    with archive:
+        metadata = _read_metadata(archive, path)
+        problems = []
+        dtype, declared = _declared_layout(metadata, problems)
+        members = {info.filename: info for info in archive.infolist()}
+        expected_members = {f"{name}.npy" for name in PARAM_NAMES} | {_METADATA}
+        missing = sorted(n[:-4] for n in expected_members - set(members) if n != _METADATA)
+        extra = sorted(set(members) - expected_members)
+        if missing:
+            problems.append(f"missing arrays: {', '.join(missing)}")
+        if extra:
+            problems.append(f"unexpected members: {', '.join(extra)}")
+        itemsize = np.dtype(dtype).itemsize if dtype else 8
+        for name, shape in declared.items():
+            info = members.get(f"{name}.npy")
+            limit = math.prod(shape) * itemsize + _MAX_NPY_HEADER_BYTES
+            if info is not None and info.file_size > limit:
+                problems.append(
+                    f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
+                    f"shape {shape} allows ({limit}); refused without decompressing"
+                )
+        if problems:
+            raise InvalidInputError(f"{path} is not a valid fastmlp weights file: " + "; ".join(problems))
+        params = {}
+        for name in PARAM_NAMES:
+            try:
+                with archive.open(f"{name}.npy") as member:
+                    params[name] = np.lib.format.read_array(member, allow_pickle=False)
+            except ValueError as exc:  # object arrays need pickle: refused
+                problems.append(f"{name} cannot be read without pickle ({exc}); refused")
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                problems.append(f"{name} is corrupt ({exc})")
+    for name, array in params.items():
+        if array.dtype.name != dtype:
+            problems.append(f"{name} has dtype {array.dtype}, metadata says {dtype}")
+        if array.shape != declared[name]:
+            problems.append(f"{name} has shape {array.shape}, metadata says {declared[name]}")
+        if np.issubdtype(array.dtype, np.number) and not np.isfinite(array).all():
+            problems.append(f"{name} contains NaN or infinity")
+    if problems:
+        raise InvalidInputError(f"{path} is not a valid fastmlp weights file: " + "; ".join(problems))
+    return params, metadata

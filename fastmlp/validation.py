@@ -1,0 +1,139 @@
+"""Checks of user input, on the host, before anything is copied to a device.
+
+Each check raises an error of :mod:`fastmlp.errors` whose message names the bad value and the fix,
+and returns new arrays: the caller's arrays are never modified (read-only arrays are fine).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .errors import InvalidInputError, InvalidTypeError
+
+__all__ = ["DTYPES", "check_dtype", "check_features", "check_labels", "check_hyperparameters", "check_positive_int"]
+
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype):
+    """'float32' or 'float64' (a NumPy dtype or its name) -> its name."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return name
+
+
+def _as_host_array(value, name):
+    if hasattr(value, "__cuda_array_interface__") and hasattr(value, "get"):
+        value = value.get()  # a CuPy array given by the caller
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTypeError(f"{name} must be an array of numbers, got {type(value).__name__}: {exc}") from None
+
+
+def check_features(X, dtype, *, n_features=None, name="X"):
+    """X as a new C-contiguous (N, D) array of ``dtype``.
+
+    A stack of images (N, 28, 28) is flattened to (N, 784); 1-D or 4-D input is an error.
+    """
+    X = _as_host_array(X, name)
+    if X.dtype == object or np.issubdtype(X.dtype, np.complexfloating) or not (
+        np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_
+    ):
+        raise InvalidTypeError(
+            f"{name} has dtype {X.dtype}; it must hold real numbers (uint8, integer or float)"
+        )
+    if X.ndim == 3:
+        X = X.reshape(X.shape[0], -1)
+    if X.ndim != 2:
+        raise InvalidInputError(
+            f"{name} must be 2-D (samples, features) or a 3-D stack of images, got shape {X.shape}"
+        )
+    n_rows, n_cols = X.shape
+    if n_rows == 0 or n_cols == 0:
+        raise InvalidInputError(f"{name} has shape {X.shape}: it needs at least one sample and one feature")
+    if n_features is not None and n_cols != n_features:
+        raise InvalidInputError(f"{name} has {n_cols} features, the model expects {n_features}")
+    if np.issubdtype(X.dtype, np.floating):
+        finite = np.isfinite(X)
+        if not finite.all():
+            bad_rows = ~finite.all(axis=1)
+            first = int(np.argmax(bad_rows))
+            kind = "NaN" if np.isnan(X[first]).any() else "infinity"
+            raise InvalidInputError(
+                f"{name} contains {kind} (first in row {first}, {int(bad_rows.sum())} bad rows); "
+                "remove or impute those values"
+            )
+    with np.errstate(over="ignore"):  # reported just below, with the row
+        X = np.array(X, dtype=dtype, order="C", copy=True)
+    if not np.isfinite(X).all():  # e.g. float64 values beyond float32's range
+        first = int(np.argmax(~np.isfinite(X).all(axis=1)))
+        raise InvalidInputError(f"{name} contains infinity after conversion to {dtype} (first in row {first})")
+    return X
+
+
+def check_labels(y, n_classes, *, n_samples=None, name="y"):
+    """Integer labels (N,) in 0..K-1, or a one-hot matrix (N, K) -> new int64 labels (N,)."""
+    y = _as_host_array(y, name)
+    if y.ndim == 2:
+        return _one_hot_to_labels(y, n_classes, n_samples, name)
+    if y.ndim != 1:
+        raise InvalidInputError(f"{name} must be 1-D labels or a 2-D one-hot matrix, got shape {y.shape}")
+    if n_samples is not None and len(y) != n_samples:
+        raise InvalidInputError(f"X has {n_samples} samples but {name} has {len(y)} labels; they must match")
+    if y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise InvalidTypeError(
+            f"{name} has dtype {y.dtype}; labels must be integers 0..{n_classes - 1} "
+            "(convert with y.astype(int) if they are whole numbers)"
+        )
+    bad = (y < 0) | (y >= n_classes)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise InvalidInputError(
+            f"{name}[{index}] = {y[index]} is not a class label; labels must be in 0..{n_classes - 1}"
+        )
+    return np.array(y, dtype=np.int64, copy=True)
+
+
+def _one_hot_to_labels(Y, n_classes, n_samples, name):
+    if Y.shape[1] != n_classes:
+        raise InvalidInputError(f"one-hot {name} has {Y.shape[1]} columns, the model has {n_classes} classes")
+    if n_samples is not None and len(Y) != n_samples:
+        raise InvalidInputError(f"X has {n_samples} samples but {name} has {len(Y)} rows; they must match")
+    if Y.dtype == object or not (np.issubdtype(Y.dtype, np.number) or Y.dtype == np.bool_):
+        raise InvalidTypeError(f"one-hot {name} has dtype {Y.dtype}; it must hold 0s and 1s")
+    valid_rows = ((Y == 0) | (Y == 1)).all(axis=1) & (Y.sum(axis=1) == 1)
+    if not valid_rows.all():
+        row = int(np.argmax(~valid_rows))
+        raise InvalidInputError(
+            f"{name} row {row} is not one-hot: {Y[row].tolist()}; each row needs a single 1 and zeros elsewhere"
+        )
+    return np.argmax(Y, axis=1).astype(np.int64)
+
+
+def check_positive_int(value, name, *, allow_none=False):
+    """An int >= 1 (or None when allowed)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def check_hyperparameters(*, epochs, lr, momentum, batch_size):
+    """Validate the training settings; returns them as (int, float, float, int | None)."""
+    epochs = check_positive_int(epochs, "epochs")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+        raise InvalidInputError(f"lr (the learning rate) must be a finite number > 0, got {lr!r}")
+    if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
+            or not math.isfinite(momentum) or not 0 <= momentum < 1):
+        raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")
+    batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
+    return epochs, float(lr), float(momentum), batch_size

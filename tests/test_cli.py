@@ -1,0 +1,147 @@
+"""The fastmlp command, run as a real subprocess."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp
+
+from .conftest import SHARED_SAMPLE
+
+
+def fastmlp_cli(*args, env=None, cwd=None, timeout=300):
+    environment = {**os.environ, "FASTMLP_DATA": str(SHARED_SAMPLE), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True,
+                          env=environment, cwd=cwd, timeout=timeout)
+
+
+def test_train_prints_the_results_and_writes_the_run(tmp_path, backend_name):
+    out = tmp_path / "run"
+    result = fastmlp_cli("train", "--epochs", "3", "--hidden", "50", "--backend", backend_name,
+                         "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"backend: {backend_name} on ")
+    for label in ("Training Loss", "Training Accuracy", "Validation Loss", "Validation Accuracy", "Test Accuracy"):
+        matching = [line for line in lines if line.startswith(label + ": ")]
+        assert len(matching) == 1, label
+        assert 0 <= float(matching[0].split(": ")[1]) < 10
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "history.csv", "loss.png", "model.npz"]
+    for png in ("loss.png", "accuracy.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["1", "2", "3"]
+    assert float(rows[-1]["valid_acc"]) == pytest.approx(float(lines[[l.split(":")[0] for l in lines].index("Validation Accuracy")].split(": ")[1]), abs=5e-5)
+    model = fastmlp.MLP.load(out / "model.npz")
+    assert model.params["W1"].shape == (784, 50)
+
+
+def test_environment_variable_chooses_the_backend(tmp_path, backend_name):
+    result = fastmlp_cli("train", "--epochs", "1", "--hidden", "10", "--out", str(tmp_path / "r"), "--no-progress",
+                         env={"FASTMLP_BACKEND": backend_name.upper()})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"backend: {backend_name} on ")
+
+
+def test_progress_bar_shows_running_loss(tmp_path):
+    result = fastmlp_cli("train", "--epochs", "2", "--hidden", "10", "--out", str(tmp_path / "r"))
+    assert result.returncode == 0
+    assert "training (numpy)" in result.stderr and "loss=" in result.stderr and "val_acc=" in result.stderr
+
+
+def test_info_lists_every_backend():
+    result = fastmlp_cli("info")
+    assert result.returncode == 0, result.stderr
+    assert f"fastmlp: {fastmlp.__version__}" in result.stdout
+    assert "numpy: " in result.stdout and "blas: " in result.stdout and "blas_threads: " in result.stdout
+    for name in ("numpy", "numba", "cupy"):
+        assert any(line.strip().startswith(f"{name} ") and "usable:" in line for line in result.stdout.splitlines())
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "fastmlp")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "train" in result.stdout and "bench" in result.stdout
+
+
+BAD_COMMANDS = {
+    "unknown backend": (["train", "--backend", "tensorflow"], r"unknown backend 'tensorflow'"),
+    "zero epochs": (["train", "--epochs", "0"], r"epochs must be an integer >= 1, got 0"),
+    "zero hidden": (["train", "--hidden", "0"], r"must be an integer >= 1, got 0"),
+    "negative lr": (["train", "--lr", "-0.1"], r"lr \(the learning rate\) must be a finite number > 0, got -0.1"),
+    "nan lr": (["train", "--lr", "nan"], r"lr \(the learning rate\) must be a finite number > 0"),
+    "momentum 1": (["train", "--momentum", "1"], r"momentum must be in \[0, 1\), got 1.0"),
+    "batch size 0": (["train", "--batch-size", "0"], r"batch_size must be an integer >= 1, got 0"),
+    "bad dtype": (["train", "--dtype", "float16"], r"dtype must be one of float32, float64, got 'float16'"),
+    "not a number": (["train", "--epochs", "many"], r"invalid int value: 'many'"),
+    "no command": ([], r"required: command"),
+    "missing data": (["train", "--data", "/nonexistent/notmnist"], r"data path /nonexistent/notmnist .* does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_COMMANDS, ids=list(BAD_COMMANDS))
+def test_bad_input_is_one_line_on_stderr_and_status_2(tmp_path, case):
+    args, pattern = BAD_COMMANDS[case]
+    result = fastmlp_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == "" or "backend:" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fastmlp")
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = fastmlp_cli("--debug", "train", "--backend", "tensorflow", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("fastmlp: error: unknown backend")
+    result = fastmlp_cli("train", "--backend", "tensorflow", "--debug", cwd=tmp_path)
+    assert "Traceback (most recent call last)" in result.stderr
+
+
+def test_corrupt_data_file_is_one_line(tmp_path):
+    bad = tmp_path / "data"
+    bad.mkdir()
+    (bad / "t10k-images-idx3-ubyte.gz").write_bytes((SHARED_SAMPLE / "t10k-images-idx3-ubyte.gz").read_bytes()[:5000])
+    (bad / "t10k-labels-idx1-ubyte.gz").write_bytes((SHARED_SAMPLE / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    before = {p.name: p.read_bytes() for p in bad.iterdir()}
+    result = fastmlp_cli("train", "--data", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("fastmlp: error: ")
+    assert "not a readable gzip file" in result.stderr and "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in bad.iterdir()} == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_divergence_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = fastmlp_cli("train", "--lr", "1000", "--epochs", "20", "--hidden", "50", "--out", str(out), "--no-progress")
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("fastmlp: error: training diverged at epoch ") and "lr=1000" in line and "last finite loss" in line
+    assert not out.exists()
+
+
+def test_bench_runs_and_writes_json_and_plot(tmp_path):
+    result = fastmlp_cli("bench", "--backends", "numpy", "--n", "500", "--valid", "100", "--hidden", "64",
+                         "--epochs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"),
+                         "--plot", str(tmp_path / "b.png"))
+    assert result.returncode == 0, result.stderr
+    import json
+
+    data = json.loads((tmp_path / "b.json").read_text())
+    entry = data["configs"][0]["backends"]["numpy"]
+    assert len(entry["epoch_s"]) == 3 and len(entry["floor_s"]) == 3
+    assert entry["median_s"] == pytest.approx(float(np.median(entry["epoch_s"])))
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    assert "epoch/floor" in result.stdout

@@ -1,0 +1,200 @@
+"""notMNIST loading: the real sample, and tiny npz / idx files (raw and gzip) written here."""
+
+import gzip
+import hashlib
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from fastmlp import datasets
+from fastmlp.errors import InvalidInputError, MissingFileError
+
+from .conftest import SHARED_SAMPLE
+
+
+def write_idx(path, array, *, magic=None, dtype_byte=0x08, compress=None):
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, dtype_byte, array.ndim) if magic is None else struct.pack(">I", magic)
+    header += b"".join(struct.pack(">I", n) for n in array.shape)
+    data = header + array.tobytes()
+    if compress if compress is not None else str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
+
+
+def tiny_images(n=20, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), (np.arange(n) % 10).astype(np.uint8)
+
+
+def course_split(images, labels, n_train, n_valid):
+    """The course starter's own code, with the global RNG (state restored afterwards)."""
+    state = np.random.get_state()
+    try:
+        np.random.seed(521)
+        idx = np.arange(len(labels))
+        np.random.shuffle(idx)
+    finally:
+        np.random.set_state(state)
+    X, y = images[idx].reshape(len(labels), -1) / 255.0, labels[idx]
+    return (X[:n_train], y[:n_train]), (X[n_train:n_train + n_valid], y[n_train:n_train + n_valid]), (X[n_train + n_valid:], y[n_train + n_valid:])
+
+
+def test_the_shared_sample_matches_its_published_checksums():
+    expected = dict(datasets.SAMPLE_FILES)
+    for name, digest in expected.items():
+        assert hashlib.sha256((SHARED_SAMPLE / name).read_bytes()).hexdigest() == digest
+
+
+def test_the_real_sample_loads_and_splits_6000_2000_2000(notmnist):
+    (X, y), (Xv, yv), (Xt, yt) = notmnist.train, notmnist.valid, notmnist.test
+    assert X.shape == (6000, 784) and Xv.shape == (2000, 784) and Xt.shape == (2000, 784)
+    assert X.dtype == np.float32 and y.dtype == np.int64
+    assert 0.0 <= X.min() and X.max() <= 1.0
+    assert set(np.unique(y)) == set(range(10))
+    assert np.bincount(np.concatenate([y, yv, yt])).tolist() == [1000] * 10
+
+
+def test_the_split_is_the_course_starters(notmnist):
+    images = datasets.read_idx(SHARED_SAMPLE / "t10k-images-idx3-ubyte.gz")
+    labels = datasets.read_idx(SHARED_SAMPLE / "t10k-labels-idx1-ubyte.gz")
+    expected = course_split(images, labels, 6000, 2000)
+    for (X, y), (eX, ey) in zip((notmnist.train, notmnist.valid, notmnist.test), expected):
+        assert np.array_equal(y, ey)
+        assert np.array_equal(X, eX.astype(np.float32))
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"], ids=["raw", "gz"])
+def test_idx_pair_in_a_folder(tmp_path, suffix):
+    images, labels = tiny_images(20)
+    write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", images)
+    write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", labels)
+    for source in (tmp_path, tmp_path / f"train-images-idx3-ubyte{suffix}"):
+        data = datasets.load_notmnist(source, dtype="float64")
+        expected = course_split(images, labels, 12, 4)
+        for got, want in zip((data.train, data.valid, data.test), expected):
+            assert np.array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_course_npz_is_split_10000_6000_rest(tmp_path):
+    images, labels = tiny_images(18724 // 4, seed=1)
+    images = np.concatenate([images] * 4 + [images[:18724 - 4 * len(images)]])
+    labels = np.concatenate([labels] * 4 + [labels[:18724 - 4 * len(labels)]])
+    np.savez(tmp_path / "notMNIST.npz", images=images, labels=labels)
+    data = datasets.load_notmnist(tmp_path)
+    assert [len(part[1]) for part in (data.train, data.valid, data.test)] == [10000, 6000, 2724]
+    expected = course_split(images, labels, 10000, 6000)
+    assert np.array_equal(data.valid[1], expected[1][1])
+    np.testing.assert_array_equal(data.test[0], expected[2][0].astype(np.float32))
+
+
+def test_fastmlp_data_environment_variable(tmp_path, monkeypatch):
+    images, labels = tiny_images(10)
+    np.savez(tmp_path / "mine.npz", images=images, labels=labels)
+    monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "mine.npz"))
+    assert datasets.load_notmnist().source == str(tmp_path / "mine.npz")
+    assert datasets.load_notmnist(SHARED_SAMPLE).source.startswith(str(SHARED_SAMPLE))  # argument wins
+
+
+def test_reading_leaves_the_global_random_state_alone(tmp_path):
+    np.random.seed(7)
+    before = np.random.get_state()[1].copy()
+    datasets.load_notmnist(SHARED_SAMPLE)
+    assert np.array_equal(np.random.get_state()[1], before)
+
+
+# ----------------------------------------------------------------- bad files
+def test_missing_path(tmp_path):
+    with pytest.raises(MissingFileError, match="does not exist"):
+        datasets.load_notmnist(tmp_path / "nope")
+
+
+def test_folder_without_data(tmp_path):
+    with pytest.raises(MissingFileError, match="neither notMNIST.npz"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_truncated_gz_is_one_clear_error(tmp_path):
+    images, labels = tiny_images(20)
+    path = write_idx(tmp_path / "x-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "x-labels-idx1-ubyte.gz", labels)
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(InvalidInputError, match=r"x-images-idx3-ubyte.gz is not a readable gzip file"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_corrupt_gz_is_one_clear_error(tmp_path):
+    images, labels = tiny_images(20)
+    path = write_idx(tmp_path / "x-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "x-labels-idx1-ubyte.gz", labels)
+    data = bytearray(path.read_bytes())
+    data[20:40] = b"\xff" * 20
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidInputError, match="gzip"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_wrong_magic_number(tmp_path):
+    images, labels = tiny_images(20)
+    write_idx(tmp_path / "x-images-idx3-ubyte", images, magic=0x00000801)
+    write_idx(tmp_path / "x-labels-idx1-ubyte", labels)
+    with pytest.raises(InvalidInputError, match=r"wrong magic number 0x00000801, expected 0x00000803"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_wrong_dtype_byte(tmp_path):
+    images, labels = tiny_images(20)
+    write_idx(tmp_path / "x-images-idx3-ubyte", images, dtype_byte=0x0D)
+    write_idx(tmp_path / "x-labels-idx1-ubyte", labels)
+    with pytest.raises(InvalidInputError, match=r"dtype byte 0x0d, expected 0x08"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_wrong_payload_size(tmp_path):
+    images, labels = tiny_images(20)
+    path = write_idx(tmp_path / "x-images-idx3-ubyte", images)
+    write_idx(tmp_path / "x-labels-idx1-ubyte", labels)
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(InvalidInputError, match=r"payload is 15675 bytes, the header's shape \(20, 28, 28\) needs 15680"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_image_and_label_counts_differ(tmp_path):
+    images, labels = tiny_images(20)
+    write_idx(tmp_path / "x-images-idx3-ubyte", images)
+    write_idx(tmp_path / "x-labels-idx1-ubyte", labels[:19])
+    with pytest.raises(InvalidInputError, match="20 images but 19 labels"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_npz_without_the_keys(tmp_path):
+    np.savez(tmp_path / "notMNIST.npz", x=np.zeros((3, 28, 28), np.uint8), y=np.zeros(3, np.uint8))
+    with pytest.raises(InvalidInputError, match="found keys: x, y"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_npz_with_object_arrays_is_refused(tmp_path):
+    np.savez(tmp_path / "notMNIST.npz", images=np.array([object()] * 3, dtype=object), labels=np.zeros(3, np.uint8))
+    with pytest.raises(InvalidInputError, match="object arrays are refused"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_npz_that_is_not_a_zip(tmp_path):
+    (tmp_path / "notMNIST.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(InvalidInputError, match="not a readable .npz"):
+        datasets.load_notmnist(tmp_path)
+
+
+def test_loading_never_changes_the_files(tmp_path):
+    images, labels = tiny_images(20)
+    path = write_idx(tmp_path / "x-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "x-labels-idx1-ubyte.gz", labels[:19])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(InvalidInputError):
+        datasets.load_notmnist(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert os.path.exists(path)

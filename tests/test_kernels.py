@@ -1,0 +1,133 @@
+"""Each fused step of a fast backend against the generic version written with xp.
+
+The generic :class:`~fastmlp.backends.base.Backend` runs with the fast backend's own namespace, so
+the two differ only in the step under test. Edge cases: rows of equal logits, logits of ±1e4 in
+float32, ties in argmax, NaN.
+"""
+
+import numpy as np
+import pytest
+
+import fastmlp
+from fastmlp.backends import get_backend
+from fastmlp.backends.base import Backend
+
+from .conftest import TOLERANCE, to_host
+
+
+@pytest.fixture
+def pair(fast_backend_name):
+    fast = get_backend(fast_backend_name)
+    return fast, Backend(fast.xp)
+
+
+def close(a, b, dtype):
+    rtol, atol = TOLERANCE[dtype]
+    np.testing.assert_allclose(to_host(a), to_host(b), rtol=rtol, atol=atol)
+
+
+def logits_cases(dtype):
+    rng = np.random.default_rng(0)
+    cases = {
+        "random": rng.normal(0, 3, (257, 10)),
+        "equal rows": np.full((5, 10), 2.5),
+        "ties in argmax": np.array([[1.0, 3.0, 3.0, 0.0], [7.0, 7.0, 7.0, 7.0], [0.0, -1.0, 0.0, -1.0]]),
+        "huge": rng.choice([-1e4, 1e4, 0.0], size=(64, 10)),
+    }
+    return {name: value.astype(dtype) for name, value in cases.items()}
+
+
+def test_bias_relu(pair, dtype):
+    fast, generic = pair
+    rng = np.random.default_rng(1)
+    S = rng.normal(0, 1, (301, 47)).astype(dtype)
+    S[0, :3] = 0.0
+    b = rng.normal(0, 1, 47).astype(dtype)
+    expected = generic.bias_relu(generic.asarray(S), generic.asarray(b))
+    close(fast.bias_relu(fast.asarray(S), fast.asarray(b)), expected, dtype)
+
+
+def test_bias_relu_keeps_nan(pair):
+    fast, _ = pair
+    out = to_host(fast.bias_relu(fast.asarray(np.array([[np.nan, -1.0, 1.0]], "float32")), fast.asarray(np.zeros(3, "float32"))))
+    assert np.isnan(out[0, 0]) and out[0, 1:].tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("case", ["random", "equal rows", "ties in argmax", "huge"])
+def test_softmax_xent_grad(pair, dtype, case):
+    fast, generic = pair
+    S = logits_cases(dtype)[case]
+    labels = np.arange(len(S)) % S.shape[1]
+    loss, acc, d2 = fast.softmax_xent_grad(fast.asarray(S), fast.asarray(labels))
+    ref_loss, ref_acc, ref_d2 = generic.softmax_xent_grad(generic.asarray(S), generic.asarray(labels))
+    close(loss, ref_loss, dtype)
+    assert float(to_host(acc)) == float(to_host(ref_acc))
+    close(d2, ref_d2, dtype)
+    assert np.isfinite(to_host(loss)) and np.isfinite(to_host(d2)).all()
+
+
+@pytest.mark.parametrize("case", ["random", "equal rows", "ties in argmax", "huge"])
+def test_logits_loss_acc(pair, dtype, case):
+    fast, generic = pair
+    S = logits_cases(dtype)[case]
+    labels = (np.arange(len(S)) * 7) % S.shape[1]
+    loss, acc = fast.logits_loss_acc(fast.asarray(S), fast.asarray(labels))
+    ref_loss, ref_acc = generic.logits_loss_acc(generic.asarray(S), generic.asarray(labels))
+    close(loss, ref_loss, dtype)
+    assert float(to_host(acc)) == float(to_host(ref_acc))
+
+
+def test_ties_count_the_first_maximum(pair):
+    fast, _ = pair
+    S = np.array([[2.0, 2.0, 0.0], [2.0, 2.0, 0.0]], "float32")
+    _, acc = fast.logits_loss_acc(fast.asarray(S), fast.asarray(np.array([0, 1])))
+    assert float(to_host(acc)) == 0.5
+
+
+def test_nan_logits_give_nan_loss(pair):
+    fast, _ = pair
+    S = np.array([[0.0, np.nan, 1.0]], "float64")
+    loss, _, _ = fast.softmax_xent_grad(fast.asarray(S), fast.asarray(np.array([0])))
+    assert np.isnan(float(to_host(loss)))
+
+
+@pytest.mark.parametrize("shape", [(6000, 1000), (37, 5), (1, 3)], ids=["6000x1000", "37x5", "1x3"])
+def test_hidden_backward(pair, dtype, shape):
+    fast, generic = pair
+    N, H = shape
+    K = 10
+    rng = np.random.default_rng(2)
+    A1 = np.maximum(rng.normal(0, 1, (N, H)), 0).astype(dtype)
+    d2 = (rng.normal(0, 1, (N, K)) / N).astype(dtype)
+    W2 = rng.normal(0, 0.1, (H, K)).astype(dtype)
+    got = fast.hidden_backward(fast.asarray(A1), fast.asarray(d2), fast.asarray(W2))
+    want = generic.hidden_backward(generic.asarray(A1), generic.asarray(d2), generic.asarray(W2))
+    for name, a, b in zip(("dW2", "db2", "d1", "db1"), got, want):
+        rtol, atol = TOLERANCE[dtype]
+        np.testing.assert_allclose(to_host(a), to_host(b), rtol=rtol, atol=atol * 10, err_msg=name)
+
+
+def test_momentum_update(pair, dtype):
+    fast, generic = pair
+    rng = np.random.default_rng(3)
+    theta, v, g = (rng.normal(0, 1, (784, 33)).astype(dtype) for _ in range(3))
+    new_theta, new_v = fast.momentum_update(fast.asarray(theta), fast.asarray(v), fast.asarray(g), 0.1, 0.9)
+    ref_theta, ref_v = generic.momentum_update(generic.asarray(theta), generic.asarray(v), generic.asarray(g), 0.1, 0.9)
+    close(new_theta, ref_theta, dtype)
+    close(new_v, ref_v, dtype)
+
+
+def test_ten_epochs_match_numpy(fast_backend_name, dtype, notmnist):
+    """Parity: 1e-9 (float64) and 1e-4 relative (float32) in every parameter and history value."""
+    (X, y), (Xv, yv) = notmnist.train, notmnist.valid
+    results = {}
+    for name in ("numpy", fast_backend_name):
+        net = fastmlp.MLP(784, 200, 10, backend=name, dtype=dtype, seed=4)
+        results[name] = (net.fit(X, y, Xv, yv, epochs=10), net.params)
+    (h_ref, p_ref), (h_fast, p_fast) = results["numpy"], results[fast_backend_name]
+    rtol = TOLERANCE[dtype][0]
+    atol = 1e-9 if dtype == "float64" else 1e-6
+    for key in p_ref:
+        np.testing.assert_allclose(p_fast[key], p_ref[key], rtol=rtol, atol=atol, err_msg=key)
+    for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
+        np.testing.assert_allclose(getattr(h_fast, key), getattr(h_ref, key), rtol=rtol, atol=atol, err_msg=key)
