@@ -1,0 +1,10 @@
+"""pytest-benchmark suite: one epoch per (usable backend x dtype x hidden) on the notMNIST shape.
+
+Run with ``pytest bench/ --benchmark-only``. Like the ``fastmlp`` command, this sets
+OPENBLAS_THREAD_TIMEOUT before NumPy loads so OpenBLAS workers do not spin over Numba's kernels.
+"""
+
+import os
+
+if "numpy" not in __import__("sys").modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
