@@ -145,3 +145,56 @@ def test_bench_runs_and_writes_json_and_plot(tmp_path):
     assert entry["median_s"] == pytest.approx(float(np.median(entry["epoch_s"])))
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
     assert "epoch/floor" in result.stdout
+
+
+def _idx(path, array, magic=None):
+    import struct
+
+    array = np.asarray(array, np.uint8)
+    header = struct.pack(">I", magic if magic is not None else 0x0800 + array.ndim)
+    header += b"".join(struct.pack(">I", n) for n in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def _bad_data(kind, folder):
+    images = np.zeros((20, 28, 28), np.uint8)
+    labels = np.arange(20) % 10
+    if kind == "wrong magic":
+        _idx(folder / "x-images-idx3-ubyte", images, magic=0x0803_0000)
+        _idx(folder / "x-labels-idx1-ubyte", labels)
+    elif kind == "labels outside 0-9":
+        _idx(folder / "x-images-idx3-ubyte", images)
+        _idx(folder / "x-labels-idx1-ubyte", np.where(labels == 3, 12, labels))
+    elif kind == "count mismatch":
+        _idx(folder / "x-images-idx3-ubyte", images)
+        _idx(folder / "x-labels-idx1-ubyte", labels[:18])
+    elif kind == "npz missing keys":
+        np.savez(folder / "notMNIST.npz", pictures=images, labels=labels)
+    elif kind == "npz object arrays":
+        np.savez(folder / "notMNIST.npz", images=np.array([None] * 20, object), labels=labels)
+
+
+BAD_DATA = {
+    "wrong magic": "wrong magic number 0x08030000, expected 0x00000803",
+    "labels outside 0-9": r"labels must be integers 0-9, found dtype uint8 in \[0, 12\]",
+    "count mismatch": "20 images but 18 labels",
+    "npz missing keys": "must hold arrays 'images' and 'labels'; found keys: labels, pictures",
+    "npz object arrays": "object arrays are refused",
+}
+
+
+@pytest.mark.parametrize("kind", BAD_DATA, ids=list(BAD_DATA))
+def test_bad_data_files_are_one_line_and_left_as_they_were(tmp_path, kind):
+    import re
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _bad_data(kind, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    result = fastmlp_cli("train", "--data", str(folder), "--out", str(tmp_path / "out"), "--no-progress")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), result.stderr
+    assert re.search(BAD_DATA[kind], lines[0]), lines[0]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not (tmp_path / "out").exists()

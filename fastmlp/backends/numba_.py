@@ -44,8 +44,9 @@ class NumbaBackend(NumpyBackend):
         numba = self._numba
         try:
             layer = numba.threading_layer()
-        except ValueError:  # no parallel kernel has run yet
-            layer = "not yet chosen (set on the first parallel kernel)"
+        except ValueError:  # chosen when the first parallel kernel runs: run a tiny one
+            self._kernels.bias_relu(np.zeros((1, 1)), np.zeros(1))
+            layer = numba.threading_layer()
         return {
             **super().describe(),
             "numba_version": numba.__version__,
