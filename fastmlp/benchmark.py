@@ -4,7 +4,8 @@ What one timed epoch is: exactly the training loop's full-batch epoch
 (:func:`fastmlp.train.full_batch_epoch`: forward, backward, update, validation metrics, the one
 device-to-host copy) on data already on the device, the device synchronised before the clock is
 read. The *floor* is the same epoch's three large products alone (X @ W1, Xᵀ @ d1, X_valid @ W1)
-on the same backend, timed in the same rounds. Backends are interleaved round by round
+on the same backend, timed in the same rounds; the floor ratio is the median over rounds of
+epoch / products. Backends are interleaved round by round
 (A B C A B C ...) after warm-up epochs, so machine noise falls on all of them alike.
 """
 
@@ -131,9 +132,12 @@ def _summarise(config):
     for entry in config["backends"].values():
         median = statistics.median(entry["epoch_s"])
         floor = statistics.median(entry["floor_s"])
+        # each round times an epoch and then its products: the ratio within a round cancels the
+        # machine's slow drifts, and the median over rounds drops the odd disturbed round
+        ratios = [epoch / products for epoch, products in zip(entry["epoch_s"], entry["floor_s"])]
         entry.update(
             median_s=median, min_s=min(entry["epoch_s"]), max_s=max(entry["epoch_s"]),
-            floor_median_s=floor, floor_ratio=median / floor,
+            floor_median_s=floor, floor_ratio=statistics.median(ratios),
             samples_per_s=config["n"] / median,
             speedup_vs_numpy=(base_median / median) if base_median else None,
             gflops=config["flops_per_epoch"] / median / 1e9,

@@ -108,7 +108,7 @@ def _prepare_blas_threads(backend_names):
     if "numpy" in sys.modules:
         return
     if any(name in ("numba", "auto", "all") for name in backend_names):
-        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # 2**4 cycles of spinning, then sleep
 
 
 def _print_error(exc, debug):

@@ -128,9 +128,10 @@ class MLP:
         """fit's work after the checks: copy to the device once, then run the epochs."""
         backend = self._backend
         Xv_dev = lv_dev = None
+        # the checked arrays are fit's own copies: a host backend may use them as they are
         if X_valid is not None:
-            Xv_dev, lv_dev = backend.asarray(X_valid), backend.asarray(labels_valid)
-        X_dev, labels_dev = backend.asarray(X_host), backend.asarray(labels_host)
+            Xv_dev, lv_dev = backend.asarray(X_valid, copy=False), backend.asarray(labels_valid, copy=False)
+        X_dev, labels_dev = backend.asarray(X_host, copy=False), backend.asarray(labels_host, copy=False)
         if self._velocities is None:
             self._velocities = {k: backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in self._params.items()}
         state = train.TrainingState(backend, self._params, self._velocities)

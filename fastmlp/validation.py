@@ -1,7 +1,8 @@
 """Checks of user input, on the host, before anything is copied to a device.
 
-Each check raises an error of :mod:`fastmlp.errors` whose message names the bad value and the fix,
-and returns new arrays: the caller's arrays are never modified (read-only arrays are fine).
+Each check raises an error of :mod:`fastmlp.errors` whose message names the bad value and the fix.
+The caller's arrays are never modified (read-only arrays are fine): what needs converting is
+converted on a copy.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _as_host_array(value, name):
 
 
 def check_features(X, dtype, *, n_features=None, name="X"):
-    """X as a new C-contiguous (N, D) array of ``dtype``.
+    """X as a C-contiguous (N, D) array of ``dtype`` (X itself when it already is one; never written).
 
     A stack of images (N, 28, 28) is flattened to (N, 784); 1-D or 4-D input is an error.
     """
@@ -72,7 +73,9 @@ def check_features(X, dtype, *, n_features=None, name="X"):
                 "remove or impute those values"
             )
     with np.errstate(over="ignore"):  # reported just below, with the row
-        X = np.array(X, dtype=dtype, order="C", copy=True)
+        # converted on a copy; an array already of this dtype and layout is used as it is
+        # (fastmlp never writes into X)
+        X = np.array(X, dtype=dtype, order="C", copy=None)
     if not np.isfinite(X).all():  # e.g. float64 values beyond float32's range
         first = int(np.argmax(~np.isfinite(X).all(axis=1)))
         raise InvalidInputError(f"{name} contains infinity after conversion to {dtype} (first in row {first})")

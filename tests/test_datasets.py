@@ -198,3 +198,14 @@ def test_loading_never_changes_the_files(tmp_path):
         datasets.load_notmnist(tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     assert os.path.exists(path)
+
+
+def test_every_pixel_value_scales_exactly_like_the_seed(tmp_path):
+    images = np.arange(256, dtype=np.uint8).reshape(1, 16, 16).repeat(5, axis=0)
+    labels = np.arange(5, dtype=np.uint8)
+    np.savez(tmp_path / "all.npz", images=images, labels=labels)
+    for dtype in ("float32", "float64"):
+        data = datasets.load_notmnist(tmp_path / "all.npz", dtype=dtype)
+        X = np.concatenate([data.train[0], data.valid[0], data.test[0]])
+        assert X.dtype == dtype
+        assert np.array_equal(X[0], (np.arange(256) / 255.0).astype(dtype))

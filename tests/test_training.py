@@ -84,3 +84,24 @@ def test_divergence_names_epoch_lr_and_last_finite_loss_and_keeps_finite_weights
     assert math.isfinite(loss)
     assert loss == pytest.approx(error.last_finite_loss, rel=1e-4)
     assert len(error.history.train_loss) == error.epoch - 1
+
+
+def test_no_n_by_h_array_is_allocated_per_epoch_after_the_first(backend_name):
+    import tracemalloc
+
+    from fastmlp.benchmark import EpochRunner
+
+    if backend_name == "cupy":
+        pytest.skip("tracemalloc sees host memory only")
+    runner = EpochRunner(backend_name, n=3000, n_valid=1000, hidden=500, dtype="float32")
+    runner.epoch()
+    runner.epoch()
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            runner.epoch()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    n_by_h = 3000 * 500 * 4
+    assert peak < n_by_h / 4, f"{peak} bytes allocated at once during an epoch (N×H is {n_by_h})"

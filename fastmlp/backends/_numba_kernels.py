@@ -83,13 +83,32 @@ def logits_loss_acc(S, labels):
     return loss / N, correct / N
 
 
+@njit(cache=True)
+def _backward_row(a, g, W2T, dW2T, db1, dA):
+    """One row: dW2ᵀ += g ⊗ a; a <- (g W2ᵀ) ⊙ [a > 0]; db1 += a.  dA (H,) is scratch."""
+    K, H = W2T.shape
+    dA[:] = 0.0
+    for k in range(K):
+        gk = g[k]
+        dW2T_k = dW2T[k]
+        W2T_k = W2T[k]
+        for h in range(H):
+            dW2T_k[h] += a[h] * gk
+            dA[h] += gk * W2T_k[h]
+    for h in range(H):
+        value = dA[h] if a[h] > 0.0 else 0.0
+        a[h] = value
+        db1[h] += value
+
+
 @njit(parallel=True, cache=True)
 def hidden_backward(A1, d2, W2T, dW2T_parts, db1_parts):
     """The backward pass's one read of A1, over fixed row chunks.
 
     For every row n:  dW2ᵀ += d2[n] ⊗ A1[n];  d1[n] = (d2[n] W2ᵀ) ⊙ [A1[n] > 0], written over A1[n];
     db1 += d1[n]. Each chunk c keeps its own partial sums in dW2T_parts[c] (K, H) and
-    db1_parts[c] (H,); :func:`sum_partials` adds them in chunk order.
+    db1_parts[c] (H,); :func:`sum_partials` adds them in chunk order. Rows go in pairs, so each
+    pass over dW2ᵀ and W2ᵀ serves two rows.
     A1 (N, H) in/out, d2 (N, K), W2T (K, H) contiguous.
     """
     N, H = A1.shape
@@ -100,22 +119,31 @@ def hidden_backward(A1, d2, W2T, dW2T_parts, db1_parts):
         db1 = db1_parts[c]
         dW2T[:, :] = 0.0
         db1[:] = 0.0
-        dA = np.empty(H, dtype=A1.dtype)
-        for n in range(c * N // C, (c + 1) * N // C):
-            a = A1[n]
-            g = d2[n]
-            dA[:] = 0.0
+        dA0 = np.empty(H, dtype=A1.dtype)
+        dA1 = np.empty(H, dtype=A1.dtype)
+        start, stop = c * N // C, (c + 1) * N // C
+        for n in range(start, stop - 1, 2):
+            a0, a1 = A1[n], A1[n + 1]
+            g0, g1 = d2[n], d2[n + 1]
+            dA0[:] = 0.0
+            dA1[:] = 0.0
             for k in range(K):
-                gk = g[k]
+                g0k, g1k = g0[k], g1[k]
                 dW2T_k = dW2T[k]
                 W2T_k = W2T[k]
                 for h in range(H):
-                    dW2T_k[h] += a[h] * gk
-                    dA[h] += gk * W2T_k[h]
+                    w = W2T_k[h]
+                    dW2T_k[h] += a0[h] * g0k + a1[h] * g1k
+                    dA0[h] += g0k * w
+                    dA1[h] += g1k * w
             for h in range(H):
-                value = dA[h] if a[h] > 0.0 else 0.0
-                a[h] = value
-                db1[h] += value
+                value0 = dA0[h] if a0[h] > 0.0 else 0.0
+                value1 = dA1[h] if a1[h] > 0.0 else 0.0
+                a0[h] = value0
+                a1[h] = value1
+                db1[h] += value0 + value1
+        if (stop - start) % 2 == 1:  # the chunk's last, unpaired row
+            _backward_row(A1[stop - 1], d2[stop - 1], W2T, dW2T, db1, dA0)
 
 
 @njit(cache=True)

@@ -49,10 +49,12 @@ class Backend:
         return {"backend": self.name, "device": self.device}
 
     # ------------------------------------------------------------ transfers
-    def asarray(self, host_array, dtype=None):
-        """Host NumPy array -> a new array of this backend (always a copy)."""
-        array = self.xp.asarray(np.array(host_array, dtype=dtype, copy=True))
-        return array
+    def asarray(self, host_array, dtype=None, *, copy=True):
+        """Host NumPy array -> an array of this backend.
+
+        Always a new array unless ``copy=False``, which lets a host backend use an array the
+        caller owns and will not touch again."""
+        return self.xp.asarray(np.array(host_array, dtype=dtype, copy=True if copy else None))
 
     def to_numpy(self, array):
         """Backend array -> a new host NumPy array (always a copy)."""

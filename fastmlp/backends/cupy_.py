@@ -114,7 +114,7 @@ class CupyBackend(Backend):
                 "gpu_memory_total_gib": round(total / 2**30, 1), "gpu_memory_free_gib": round(free / 2**30, 1)}
 
     # ------------------------------------------------------------ transfers
-    def asarray(self, host_array, dtype=None):
+    def asarray(self, host_array, dtype=None, *, copy=True):  # always a copy: host -> device
         return self._cupy.asarray(np.asarray(host_array, dtype=dtype, order="C"))
 
     def to_numpy(self, array):

@@ -29,8 +29,8 @@ class NumpyBackend(Backend):
         return {**super().describe(), **_sysinfo.blas_info()}
 
     # ---------------------------------------------------------- transfers
-    def asarray(self, host_array, dtype=None):
-        return np.array(host_array, dtype=dtype, copy=True, order="C")
+    def asarray(self, host_array, dtype=None, *, copy=True):
+        return np.array(host_array, dtype=dtype, copy=True if copy else None, order="C")
 
     def copy(self, array, into=None):
         if into is not None and into.shape == array.shape and into.dtype == array.dtype:
@@ -64,7 +64,7 @@ class NumpyBackend(Backend):
         dW2 = A1.T @ d2                                                     # H×K
         db2 = d2.sum(axis=0)                                                # K
         dA1 = np.matmul(d2, W2.T, out=self._buffer("dA1", (N, H), A1.dtype))  # N×H
-        mask = np.sign(A1, out=A1)                                          # N×H, 1 where S1 > 0, else 0
+        mask = np.greater(A1, 0, out=A1)                                    # N×H, 1.0 where S1 > 0, else 0.0
         d1 = np.multiply(mask, dA1, out=A1)                                 # N×H, over A1
         db1 = d1.sum(axis=0)                                                # H
         return dW2, db2, d1, db1
