@@ -41,9 +41,9 @@ def configurations():
 def record(benchmark, name, dtype, hidden, what):
     backend = runner(name, dtype, hidden).backend
     benchmark.group = f"{what} {dtype} N={N} H={hidden}"
-    benchmark.extra_info.update(
-        backend=name, dtype=dtype, n=N, n_valid=N_VALID, hidden=hidden,
-        flops=epoch_flops(N, N_VALID, hidden), **backend.describe(), **_sysinfo.machine_info())
+    benchmark.extra_info.update(backend.describe())
+    benchmark.extra_info.update(_sysinfo.machine_info())
+    benchmark.extra_info.update(dtype=dtype, n=N, n_valid=N_VALID, hidden=hidden, flops=epoch_flops(N, N_VALID, hidden))
 
 
 @pytest.mark.parametrize("name, dtype, hidden", configurations())
