@@ -85,8 +85,8 @@ class CupyBackend(Backend):
     def _compile_kernels(self, cupy):
         self._bias_relu = cupy.ElementwiseKernel(
             "T b", "T s", "T v = s + b; s = (v < (T)0) ? (T)0 : v;", "fastmlp_bias_relu")
-        self._mask_grad = cupy.ElementwiseKernel(
-            "T a, T g", "T d", "d = (a > (T)0) ? g : (T)0;", "fastmlp_relu_backward")
+        self._mask_grad = cupy.ElementwiseKernel(  # g <- g ⊙ [a > 0], in place on g
+            "T a", "T g", "g = (a > (T)0) ? g : (T)0;", "fastmlp_relu_backward")
         self._momentum = cupy.ElementwiseKernel(
             "T g, T lr, T mu", "T p, T v", "v = mu * v + lr * g; p -= v;", "fastmlp_momentum")
         module = cupy.RawModule(
@@ -180,8 +180,8 @@ class CupyBackend(Backend):
         N, H = A1.shape
         dW2 = A1.T @ d2                                                        # H×K
         db2 = d2.sum(axis=0)                                                   # K
-        dA1 = cupy.matmul(d2, W2.T, out=self._buffer("dA1", (N, H), A1.dtype))  # N×H
-        d1 = self._mask_grad(A1, dA1, A1)                                      # N×H, over A1
+        d1 = cupy.matmul(d2, W2.T, out=self._buffer("d1", (N, H), A1.dtype))   # N×H: d2 W2ᵀ
+        self._mask_grad(A1, d1)                                                # N×H: ⊙ [S1 > 0]
         db1 = d1.sum(axis=0)                                                   # H
         return dW2, db2, d1, db1
 
