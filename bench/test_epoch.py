@@ -46,22 +46,22 @@ def record(benchmark, name, dtype, hidden, what):
     benchmark.extra_info.update(dtype=dtype, n=N, n_valid=N_VALID, hidden=hidden, flops=epoch_flops(N, N_VALID, hidden))
 
 
-@pytest.mark.parametrize("name, dtype, hidden", configurations())
-def test_epoch(benchmark, name, dtype, hidden):
+def time_step(benchmark, name, dtype, hidden, what):
+    """Time ``EpochRunner.<what>`` ('epoch' or 'products') for one configuration."""
     if not status(name)["usable"]:
         pytest.skip(f"{name}: {status(name)['reason']}")
     run = runner(name, dtype, hidden)
-    record(benchmark, name, dtype, hidden, "epoch")
+    record(benchmark, name, dtype, hidden, what)
     rounds = 3 if hidden >= 4000 else 7
-    benchmark.pedantic(run.epoch, rounds=rounds, warmup_rounds=2, iterations=1)
+    benchmark.pedantic(getattr(run, what), rounds=rounds, warmup_rounds=2, iterations=1)
+
+
+@pytest.mark.parametrize("name, dtype, hidden", configurations())
+def test_epoch(benchmark, name, dtype, hidden):
+    time_step(benchmark, name, dtype, hidden, "epoch")
     benchmark.extra_info["samples_per_s"] = N / benchmark.stats.stats.median
 
 
 @pytest.mark.parametrize("name, dtype, hidden", configurations())
 def test_products(benchmark, name, dtype, hidden):
-    if not status(name)["usable"]:
-        pytest.skip(f"{name}: {status(name)['reason']}")
-    run = runner(name, dtype, hidden)
-    record(benchmark, name, dtype, hidden, "products")
-    rounds = 3 if hidden >= 4000 else 7
-    benchmark.pedantic(run.products, rounds=rounds, warmup_rounds=1, iterations=1)
+    time_step(benchmark, name, dtype, hidden, "products")

@@ -46,10 +46,12 @@ def _row_log_partition(s):
 
 
 @njit(cache=True)
-def softmax_xent_grad(S, labels, d2):
-    """One pass over the logits: average loss, accuracy, and d2 = (softmax(S) - Y) / N written into d2.
+def softmax_xent(S, labels, d2, with_grad):
+    """One pass over the logits: (average loss, accuracy), and with ``with_grad`` also
+    d2 = (softmax(S) - Y) / N written into d2; no probabilities are kept.
 
-    S (N, K) logits, labels (N,) integers, d2 (N, K) output. Sums in float64."""
+    S (N, K) logits, labels (N,) integers, d2 (N, K) output (ignored without ``with_grad``).
+    Sums in float64."""
     N, K = S.shape
     inv_n = 1.0 / N
     loss = 0.0
@@ -61,26 +63,11 @@ def softmax_xent_grad(S, labels, d2):
         loss += log_z - (s[label] - top)  # -log softmax(s)[label], shifted logits only
         if arg == label:
             correct += 1
-        for k in range(K):
-            p = math.exp(s[k] - top - log_z)
-            d2[n, k] = ((p - 1.0) if k == label else p) * inv_n
+        if with_grad:
+            for k in range(K):
+                p = math.exp(s[k] - top - log_z)
+                d2[n, k] = ((p - 1.0) if k == label else p) * inv_n
     return loss * inv_n, correct * inv_n
-
-
-@njit(cache=True)
-def logits_loss_acc(S, labels):
-    """Average loss and accuracy from logits S (N, K), no probabilities kept."""
-    N, K = S.shape
-    loss = 0.0
-    correct = 0
-    for n in range(N):
-        s = S[n]
-        top, arg, log_z = _row_log_partition(s)
-        label = labels[n]
-        loss += log_z - (s[label] - top)
-        if arg == label:
-            correct += 1
-    return loss / N, correct / N
 
 
 @njit(cache=True)

@@ -13,10 +13,12 @@ Contract of every step: it may overwrite the arrays it is documented to overwrit
 from __future__ import annotations
 
 import contextlib
+import importlib
 
 import numpy as np
 
 from .. import ops, optim
+from ..errors import BackendError
 
 __all__ = ["Backend"]
 
@@ -34,6 +36,17 @@ class Backend:
     def __init__(self, xp):
         self.xp = xp
         self._buffers = {}
+
+    @classmethod
+    def _import_package(cls, package, install):
+        """Import this backend's optional package, or raise BackendError saying how to install it."""
+        try:
+            return importlib.import_module(package)
+        except ImportError as exc:
+            raise BackendError(
+                f"the {cls.name!r} backend needs the package {package!r}, which cannot be imported ({exc}); "
+                f"install it with: {install}"
+            ) from None
 
     def __repr__(self):
         return f"<fastmlp backend {self.name!r} on {self.device}>"

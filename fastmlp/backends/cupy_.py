@@ -54,13 +54,7 @@ class CupyBackend(Backend):
     package = "cupy"
 
     def __init__(self):
-        try:
-            import cupy
-        except ImportError as exc:
-            raise BackendError(
-                f"the 'cupy' backend needs the package 'cupy', which cannot be imported ({exc}); "
-                'install it with: pip install "fastmlp[cupy]" (CUDA 12)'
-            ) from None
+        cupy = self._import_package("cupy", 'pip install "fastmlp[cupy]" (CUDA 12)')
         try:
             count = cupy.cuda.runtime.getDeviceCount()
         except Exception as exc:  # noqa: BLE001 - CUDARuntimeError and driver-loading errors alike

@@ -16,9 +16,10 @@ follows a kernel otherwise runs up to 30% slower.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from ..errors import BackendError
 from .numpy_ import NumpyBackend
 
 __all__ = ["NumbaBackend"]
@@ -31,15 +32,7 @@ class NumbaBackend(NumpyBackend):
     package = "numba"
 
     def __init__(self):
-        try:
-            import numba
-        except ImportError as exc:
-            raise BackendError(
-                f"the 'numba' backend needs the package 'numba', which cannot be imported ({exc}); "
-                'install it with: pip install "fastmlp[numba]"'
-            ) from None
-        import os
-
+        numba = self._import_package("numba", 'pip install "fastmlp[numba]"')
         # read by Numba's OpenMP threading layer when it starts (at the first parallel kernel)
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         from . import _numba_kernels
@@ -69,11 +62,11 @@ class NumbaBackend(NumpyBackend):
 
     def softmax_xent_grad(self, S, labels):
         d2 = self._buffer("d2", S.shape, S.dtype)
-        loss, acc = self._kernels.softmax_xent_grad(S, labels, d2)
+        loss, acc = self._kernels.softmax_xent(S, labels, d2, True)
         return np.asarray(loss, S.dtype), np.asarray(acc, S.dtype), d2
 
     def logits_loss_acc(self, S, labels):
-        loss, acc = self._kernels.logits_loss_acc(S, labels)
+        loss, acc = self._kernels.softmax_xent(S, labels, S, False)  # S stands in for the unused d2
         return np.asarray(loss, S.dtype), np.asarray(acc, S.dtype)
 
     def hidden_backward(self, A1, d2, W2):
