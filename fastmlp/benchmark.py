@@ -19,6 +19,7 @@ import numpy as np
 
 from . import model, train
 from .backends import BACKEND_NAMES, backend_status, get_backend
+from .errors import BackendError
 from .optim import INITIAL_VELOCITY
 
 __all__ = ["EpochRunner", "epoch_flops", "compare", "sweep", "format_table", "plot_bars", "plot_sweep"]
@@ -97,6 +98,9 @@ def compare(backends="all", *, dtypes=("float32",), hiddens=(1000,), n=6000, n_v
         else:
             result["skipped"][name] = status["reason"]
             log(f"skipping {name}: {status['reason']}")
+    if not usable:
+        raise BackendError("none of the requested backends can run here: " +
+                           "; ".join(f"{name}: {reason}" for name, reason in result["skipped"].items()))
     for dtype in dtypes:
         for hidden in hiddens:
             config = {"dtype": dtype, "n": n, "n_valid": n_valid, "hidden": hidden,

@@ -6,7 +6,7 @@ the training metrics of the updated weights are exactly what the next epoch's fo
 computes, so the loop reuses that pass and runs one extra forward after the last epoch.
 
 Device data stays on the device: the loop copies to the host once per epoch, the four metric
-scalars together, and checks there that the training loss is finite.
+scalars together, and checks there that the training loss has not diverged.
 """
 
 from __future__ import annotations

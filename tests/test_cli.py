@@ -198,3 +198,13 @@ def test_bad_data_files_are_one_line_and_left_as_they_were(tmp_path, kind):
     assert re.search(BAD_DATA[kind], lines[0]), lines[0]
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_with_no_usable_backend_says_why(tmp_path):
+    result = fastmlp_cli("bench", "--backends", "cupy", "--json", str(tmp_path / "b.json"))
+    if result.returncode == 0:
+        pytest.skip("cupy can run here")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("fastmlp: error: none of the requested backends can run here: cupy: ")
+    assert not (tmp_path / "b.json").exists()
