@@ -35,9 +35,16 @@ def fetch(url, target, sha256, *, retries=3, timeout=30, offline=False):
     except ImportError:  # pragma: no cover - pooch is a dependency
         raise StorageError('downloading needs the package pooch: pip install pooch') from None
     pooch.get_logger().setLevel(logging.WARNING)
+    if offline:  # the caller made sure the file is there; check it, never fetch
+        digest = pooch.file_hash(str(target))
+        if digest != sha256:
+            raise StorageError(
+                f"the cached file {target} is corrupt (SHA-256 {digest}, expected {sha256}) and "
+                "FASTMLP_OFFLINE=1 forbids fetching it again; unset it, or pass --data PATH")
+        return target
     store = pooch.create(
         path=target.parent, base_url=url.rsplit("/", 1)[0] + "/",
-        registry={target.name: f"sha256:{sha256}"}, retry_if_failed=retries - 1, allow_updates=not offline,
+        registry={target.name: f"sha256:{sha256}"}, retry_if_failed=retries - 1,
     )
     downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=False)
     hint = "download the files by hand and pass --data PATH or set FASTMLP_DATA"

@@ -149,7 +149,7 @@ def read_npz(path):
 
 
 def _idx_pair_in(folder):
-    """(images file, labels file) of the first idx pair in a folder, preferring .gz."""
+    """(images file, labels file) of the first idx pair in a folder, in name order."""
     for images in sorted(folder.glob(f"*{_IMAGES_SUFFIX}*")):
         labels = images.with_name(images.name.replace(_IMAGES_SUFFIX, _LABELS_SUFFIX))
         if labels.is_file():

@@ -160,3 +160,15 @@ def test_ctrl_c_during_a_download_leaves_no_partial_file(server, online):
         timer.cancel()
     assert server.requests == ["t10k-images-idx3-ubyte.gz"]
     assert list(online.iterdir()) == []
+
+
+def test_offline_with_a_corrupt_cached_file_says_so(server, online, monkeypatch):
+    online.mkdir()
+    for name, body in FILES.items():
+        (online / name).write_bytes(body)
+    (online / "t10k-images-idx3-ubyte.gz").write_bytes(b"bit rot")
+    monkeypatch.setenv("FASTMLP_OFFLINE", "1")
+    with pytest.raises(StorageError, match=r"cached file .*t10k-images-idx3-ubyte.gz is corrupt .*FASTMLP_OFFLINE=1"):
+        datasets.download_sample(online, base_url=server.url)
+    assert server.requests == []
+    assert (online / "t10k-images-idx3-ubyte.gz").read_bytes() == b"bit rot"  # left for the user to see
