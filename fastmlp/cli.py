@@ -130,9 +130,9 @@ def _train(args):
     check_positive_int(args.hidden, "--hidden")
     check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
     model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed)
-    facts = model._backend.describe()
+    facts = model.backend_facts
     extra = ", ".join(f"{k}={v}" for k, v in facts.items() if k in ("blas", "blas_threads", "numba_threads"))
-    print(f"backend: {model.backend} on {model._backend.device} ({extra}), dtype {model.dtype}", flush=True)
+    print(f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}", flush=True)
     data = datasets.load_notmnist(args.data, dtype=args.dtype)
     print(f"data: {data.source} (train {len(data.train[1])}, valid {len(data.valid[1])}, "
           f"test {len(data.test[1])})", flush=True)

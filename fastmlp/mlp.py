@@ -82,6 +82,11 @@ class MLP:
         return self._backend.name
 
     @property
+    def backend_facts(self):
+        """Facts about the backend: name, device, BLAS and thread counts, versions."""
+        return self._backend.describe()
+
+    @property
     def params(self):
         """Host NumPy copies of the parameters, {"W1", "b1", "W2", "b2"}."""
         return {k: self._backend.to_numpy(v) for k, v in self._params.items()}
