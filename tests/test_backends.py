@@ -79,7 +79,7 @@ def test_import_fastmlp_imports_no_optional_library():
         fastmlp.datasets.load_notmnist
         loaded = sorted(m for m in ("numba", "cupy", "matplotlib", "pooch", "tqdm", "llvmlite") if m in sys.modules)
         print(loaded)
-    """)
+    """, env={"FASTMLP_BACKEND": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
