@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -c "import cupy" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet -e ".[cupy]"
 fi
 export FASTMLP_BACKEND=cupy FASTMLP_REQUIRE_GPU=1
-"$VENV/bin/python" -m pytest -rs -m "not slow" ${PYTEST_ARGS:-}
+"$VENV/bin/python" -m pytest -rs ${PYTEST_ARGS:-}
 unset FASTMLP_BACKEND
 "$VENV/bin/fastmlp" bench --backends numpy,cupy --dtype float32 --hidden 1000 --epochs ${BENCH_EPOCHS:-10} \
   --json "${BENCH_JSON:-bench-gpu.json}"
