@@ -153,7 +153,3 @@ class Backend:
     def momentum_update(self, param, velocity, grad, lr, momentum):
         """v <- momentum·v + lr·g; θ <- θ - v. Returns (θ, v), in place where the backend can."""
         return optim.momentum_step(param, velocity, grad, lr, momentum)
-
-    def all_finite(self, array):
-        """0-d boolean array: True when every entry is finite (stays on the device)."""
-        return self.xp.all(self.xp.isfinite(array))

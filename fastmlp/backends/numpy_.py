@@ -44,9 +44,6 @@ class NumpyBackend(Backend):
     def quiet_overflow(self):
         return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
-    def all_finite(self, array):
-        return np.isfinite(array).all()
-
     # --------------------------------------------------------- fused steps
     def matmul(self, A, B, *, workspace=None):
         if workspace is None:
