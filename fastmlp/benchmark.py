@@ -122,7 +122,7 @@ def compare(backends="all", *, dtypes=("float32",), hiddens=(1000,), n=6000, n_v
                 for name, runner in runners.items():
                     config["backends"][name]["epoch_s"].append(runner.epoch())
                     config["backends"][name]["floor_s"].append(runner.products())
-            for name, runner in runners.items():
+            for runner in runners.values():
                 runner.backend.release()
             _summarise(config)
             result["configs"].append(config)
@@ -223,7 +223,7 @@ def plot_sweep(points, path):
     axes = figure.subplots()
     for name in sorted({p["backend"] for p in points}):
         mine = [p for p in points if p["backend"] == name]
-        for label, key, fixed in (("H grows", "hidden", "n"), ("N grows", "n", "hidden")):
+        for label, fixed in (("H grows", "n"), ("N grows", "hidden")):
             base = max({p[fixed] for p in mine}, key=lambda v: sum(p[fixed] == v for p in mine))
             line = sorted((p for p in mine if p[fixed] == base), key=lambda p: p["flops"])
             axes.plot([p["flops"] for p in line], [p["median_s"] for p in line], marker="o",

@@ -98,7 +98,7 @@ def test_fit_reproduces_the_seed_loop_to_1e_10_in_float64(notmnist64, backend_na
 
 
 def test_two_fits_continue_like_one_because_velocities_persist(backend_name, notmnist):
-    (X, y), (Xv, yv) = notmnist.train, notmnist.valid
+    X, y = notmnist.train
     once = fastmlp.MLP(784, 50, 10, backend=backend_name, dtype="float64", seed=5)
     once.fit(X[:1000], y[:1000], epochs=6)
     twice = fastmlp.MLP(784, 50, 10, backend=backend_name, dtype="float64", seed=5)
