@@ -1,0 +1,37 @@
+"""The benchmark module's own logic (timings themselves are checked by bench/, not here)."""
+
+import json
+
+import pytest
+
+from fastmlp import benchmark
+
+
+def test_epoch_flops_matches_the_cost_in_the_math_notes():
+    # docs: X@W1 and Xᵀ@d1 are 9.4 GFLOP each, X_valid@W1 3.1 GFLOP, everything else under 0.5 GFLOP
+    flops = benchmark.epoch_flops(6000, 2000, 1000)
+    large = 2 * 6000 * 784 * 1000 * 2 + 2 * 2000 * 784 * 1000
+    assert large == pytest.approx(9.4e9 * 2 + 3.1e9, rel=0.01)
+    assert 0 < flops - large < 0.5e9
+
+
+def test_compare_records_every_raw_time_and_the_per_round_floor_ratio(tmp_path):
+    result = benchmark.compare(["numpy"], dtypes=("float32",), hiddens=(16,), n=200, n_valid=50,
+                               epochs=4, warmup=1, log=lambda line: None)
+    entry = result["configs"][0]["backends"]["numpy"]
+    assert len(entry["epoch_s"]) == 4 and len(entry["floor_s"]) == 4
+    ratios = sorted(e / f for e, f in zip(entry["epoch_s"], entry["floor_s"]))
+    assert entry["floor_ratio"] == pytest.approx((ratios[1] + ratios[2]) / 2)
+    assert entry["speedup_vs_numpy"] == 1.0
+    assert result["machine"]["cpu_count"] >= 1
+    benchmark.write_json(result, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text())["configs"][0]["hidden"] == 16
+
+
+def test_sweep_and_its_plot(tmp_path):
+    points = benchmark.sweep(["numpy"], hiddens=(8, 16), ns=(50, 100), base_n=100, base_hidden=16, epochs=1,
+                             log=lambda line: None)
+    assert [(p["n"], p["hidden"]) for p in points] == [(100, 8), (100, 16), (50, 16)]
+    assert all(p["median_s"] > 0 for p in points)
+    benchmark.plot_sweep(points, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
