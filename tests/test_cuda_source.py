@@ -1,0 +1,95 @@
+"""The cupy backend's CUDA row kernel, compiled for the CPU and checked against fastmlp.ops.
+
+No GPU is needed: the kernel source is compiled with the host C++ compiler, with the CUDA
+built-ins (``__global__``, ``blockIdx``, ...) defined for one thread per call, and run on each row.
+This checks the kernel's arithmetic (stable log-sum-exp, first argmax, d2); the GPU job checks the
+kernel on a device.
+"""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from fastmlp import ops
+from fastmlp.backends.cupy_ import _ROW_SOFTMAX_SOURCE
+
+COMPILER = shutil.which("g++") or shutil.which("c++")
+
+HARNESS = r"""
+#include <cmath>
+#include <cstdio>
+#include <vector>
+using std::exp;
+using std::log;
+struct Dim { int x; };
+static Dim blockDim = {1}, blockIdx = {0}, threadIdx = {0};
+#define __global__
+%(source)s
+template <typename T> int run(FILE* in, FILE* out, int N, int K) {
+    std::vector<T> S(N * K), d2(N * K);
+    std::vector<long long> labels(N);
+    std::vector<double> loss(N), hit(N);
+    if (fread(S.data(), sizeof(T), N * K, in) != (size_t)(N * K)) return 1;
+    if (fread(labels.data(), sizeof(long long), N, in) != (size_t)N) return 1;
+    for (int n = 0; n < N; ++n) {
+        blockIdx.x = n;
+        row_softmax_xent<T>(S.data(), labels.data(), N, K, 1, d2.data(), loss.data(), hit.data());
+    }
+    fwrite(d2.data(), sizeof(T), N * K, out);
+    fwrite(loss.data(), sizeof(double), N, out);
+    fwrite(hit.data(), sizeof(double), N, out);
+    return 0;
+}
+int main(int argc, char** argv) {
+    FILE* in = fopen(argv[1], "rb");
+    FILE* out = fopen(argv[2], "wb");
+    int header[3];
+    if (fread(header, sizeof(int), 3, in) != 3) return 1;
+    int status = header[2] == 4 ? run<float>(in, out, header[0], header[1]) : run<double>(in, out, header[0], header[1]);
+    fclose(out);
+    return status;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    if COMPILER is None:
+        pytest.skip("no host C++ compiler (g++) to compile the CUDA source for the CPU")
+    folder = tmp_path_factory.mktemp("cuda_source")
+    (folder / "kernel.cpp").write_text(HARNESS % {"source": _ROW_SOFTMAX_SOURCE})
+    subprocess.run([COMPILER, "-O1", "-std=c++14", "-o", str(folder / "kernel"), str(folder / "kernel.cpp")],
+                   check=True, capture_output=True, text=True, timeout=120)
+
+    def run(S, labels):
+        N, K = S.shape
+        np.array([N, K, S.itemsize], np.int32).tofile(folder / "in.bin")
+        with open(folder / "in.bin", "ab") as handle:
+            handle.write(np.ascontiguousarray(S).tobytes())
+            handle.write(labels.astype(np.int64).tobytes())
+        subprocess.run([str(folder / "kernel"), str(folder / "in.bin"), str(folder / "out.bin")], check=True, timeout=60)
+        raw = (folder / "out.bin").read_bytes()
+        d2 = np.frombuffer(raw[: N * K * S.itemsize], S.dtype).reshape(N, K)
+        rest = np.frombuffer(raw[N * K * S.itemsize:], np.float64)
+        return d2, rest[:N], rest[N:]
+
+    return run
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", ["random", "ties", "huge"])
+def test_row_kernel_matches_the_generic_math(kernel, dtype, case):
+    rng = np.random.default_rng(5)
+    S = {"random": rng.normal(0, 4, (37, 10)),
+         "ties": np.tile([1.0, 3.0, 3.0, 0.0], (6, 1)),
+         "huge": rng.choice([-1e4, 1e4, 0.0], size=(20, 10))}[case].astype(dtype)
+    labels = np.arange(len(S)) % S.shape[1]
+    d2, row_loss, row_hit = kernel(S, labels)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(row_loss.mean(), float(ops.cross_entropy(S, labels)), rtol=tol, atol=tol)
+    assert row_hit.sum() == np.sum(np.argmax(S, axis=1) == labels)  # first maximum on ties
+    assert row_hit.mean() == pytest.approx(float(ops.accuracy(S, labels)), rel=1e-6)
+    np.testing.assert_allclose(d2, ops.xent_grad(S, labels), rtol=tol, atol=tol / len(S))
+    assert np.isfinite(d2).all() and np.isfinite(row_loss).all()
