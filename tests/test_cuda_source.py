@@ -1,9 +1,11 @@
-"""The cupy backend's CUDA row kernel, compiled for the CPU and checked against fastmlp.ops.
+"""The cupy backend's CUDA code, compiled for the CPU and checked against the generic steps.
 
-No GPU is needed: the kernel source is compiled with the host C++ compiler, with the CUDA
-built-ins (``__global__``, ``blockIdx``, ...) defined for one thread per call, and run on each row.
-This checks the kernel's arithmetic (stable log-sum-exp, first argmax, d2); the GPU job checks the
-kernel on a device.
+No GPU is needed: the row kernel's source is compiled with the host C++ compiler, with the CUDA
+built-ins (``__global__``, ``blockIdx``, ...) defined for one thread per call, and run on each row;
+each element-wise kernel body is compiled into a function that takes its inputs by value and its
+outputs by reference, as CuPy binds them, and run on every element. This checks the kernels'
+arithmetic (stable log-sum-exp, first argmax, d2, NaN through ReLU, the momentum update); the GPU
+job checks them on a device.
 """
 
 import shutil
@@ -93,3 +95,89 @@ def test_row_kernel_matches_the_generic_math(kernel, dtype, case):
     assert row_hit.mean() == pytest.approx(float(ops.accuracy(S, labels)), rel=1e-6)
     np.testing.assert_allclose(d2, ops.xent_grad(S, labels), rtol=tol, atol=tol / len(S))
     assert np.isfinite(d2).all() and np.isfinite(row_loss).all()
+
+
+ELEMENTWISE_HARNESS = r"""
+#include <cstdio>
+#include <vector>
+template <typename T> void body(%(params)s) { %(operation)s }
+template <typename T> int run(FILE* in, FILE* out, long n) {
+    std::vector<std::vector<T>> arrays(%(count)d, std::vector<T>(n));
+    for (auto& a : arrays) if (fread(a.data(), sizeof(T), n, in) != (size_t)n) return 1;
+    for (long i = 0; i < n; ++i) body<T>(%(call)s);
+    for (int k = %(n_in)d; k < %(count)d; ++k) fwrite(arrays[k].data(), sizeof(T), n, out);
+    return 0;
+}
+int main(int argc, char** argv) {
+    FILE* in = fopen(argv[1], "rb");
+    FILE* out = fopen(argv[2], "wb");
+    long header[2];
+    if (fread(header, sizeof(long), 2, in) != 2) return 1;
+    int status = header[1] == 4 ? run<float>(in, out, header[0]) : run<double>(in, out, header[0]);
+    fclose(out);
+    return status;
+}
+"""
+
+
+def elementwise(folder, name):
+    """Compile one ElementwiseKernel body the way CuPy binds it: inputs by value, outputs by reference."""
+    from fastmlp.backends.cupy_ import ELEMENTWISE
+
+    inputs, outputs, operation = ELEMENTWISE[name]
+    names_in = [p.split()[1] for p in inputs.split(",")]
+    names_out = [p.split()[1] for p in outputs.split(",")]
+    params = [f"const T {n}" for n in names_in] + [f"T& {n}" for n in names_out]
+    call = [f"arrays[{k}][i]" for k in range(len(names_in) + len(names_out))]
+    source = ELEMENTWISE_HARNESS % {"params": ", ".join(params), "operation": operation, "call": ", ".join(call),
+                                    "count": len(call), "n_in": len(names_in)}
+    (folder / f"{name}.cpp").write_text(source)
+    subprocess.run([COMPILER, "-O1", "-std=c++14", "-o", str(folder / name), str(folder / f"{name}.cpp")],
+                   check=True, capture_output=True, text=True, timeout=120)
+
+    def run(*arrays):
+        dtype = arrays[0].dtype
+        n = arrays[0].size
+        with open(folder / "in.bin", "wb") as handle:
+            handle.write(np.array([n, dtype.itemsize], np.int64).tobytes())
+            for a in arrays:
+                handle.write(np.ascontiguousarray(np.broadcast_to(a, arrays[0].shape), dtype).tobytes())
+        subprocess.run([str(folder / name), str(folder / "in.bin"), str(folder / "out.bin")], check=True, timeout=60)
+        flat = np.frombuffer((folder / "out.bin").read_bytes(), dtype)
+        return [part.reshape(arrays[0].shape) for part in np.split(flat, len(names_out))]
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def build_folder(tmp_path_factory):
+    if COMPILER is None:
+        pytest.skip("no host C++ compiler (g++) to compile the CUDA source for the CPU")
+    return tmp_path_factory.mktemp("elementwise")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_elementwise_bodies_match_the_generic_steps(build_folder, dtype):
+    from fastmlp.backends import get_backend
+
+    generic = get_backend("numpy")
+    rng = np.random.default_rng(6)
+    S = rng.normal(0, 1, (13, 7)).astype(dtype)
+    S[0, 0] = np.nan
+    b = rng.normal(0, 1, 7).astype(dtype)
+    (relu,) = elementwise(build_folder, "bias_relu")(np.broadcast_to(b, S.shape), S.copy())
+    np.testing.assert_array_equal(relu, np.maximum(S + b, 0))  # NaN stays NaN (assert_array_equal matches NaNs)
+
+    A = np.maximum(rng.normal(0, 1, (13, 7)), 0).astype(dtype)
+    G = rng.normal(0, 1, (13, 7)).astype(dtype)
+    (masked,) = elementwise(build_folder, "relu_backward")(A, G.copy())
+    np.testing.assert_array_equal(masked, G * (A > 0))
+
+    theta, v, g = (rng.normal(0, 1, 50).astype(dtype) for _ in range(3))
+    lr, mu = np.asarray(0.1, dtype), np.asarray(0.9, dtype)
+    new_theta, new_v = elementwise(build_folder, "momentum")(g, np.broadcast_to(lr, g.shape), np.broadcast_to(mu, g.shape),
+                                                             theta.copy(), v.copy())
+    ref_theta, ref_v = generic.momentum_update(theta.copy(), v.copy(), g.copy(), 0.1, 0.9)
+    tol = 1e-6 if dtype == "float32" else 1e-15
+    np.testing.assert_allclose(new_v, ref_v, rtol=tol)
+    np.testing.assert_allclose(new_theta, ref_theta, rtol=tol, atol=tol)

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import BackendError, DeviceMemoryError
 from .base import Backend
 
-__all__ = ["CupyBackend"]
+__all__ = ["CupyBackend", "ELEMENTWISE"]
 
 # One thread per row of logits (K is small): stable log-sum-exp, loss, first argmax and,
 # when d2 is given, d2 = (softmax - onehot) / N. Per-row loss and hit are summed by CuPy.
@@ -47,6 +47,17 @@ __global__ void row_softmax_xent(const T* S, const long long* labels, int N, int
 """
 
 
+#: element-wise kernels: name -> (inputs, outputs, body). Outputs are read and written in place.
+ELEMENTWISE = {
+    # s <- relu(s + b), b broadcast along rows; NaN stays NaN
+    "bias_relu": ("T b", "T s", "T v = s + b; s = (v < (T)0) ? (T)0 : v;"),
+    # g <- g ⊙ [a > 0]
+    "relu_backward": ("T a", "T g", "g = (a > (T)0) ? g : (T)0;"),
+    # v <- mu·v + lr·g; p <- p - v
+    "momentum": ("T g, T lr, T mu", "T p, T v", "v = mu * v + lr * g; p -= v;"),
+}
+
+
 class CupyBackend(Backend):
     """CuPy on the current CUDA device."""
 
@@ -77,12 +88,10 @@ class CupyBackend(Backend):
         self._cupy = cupy
 
     def _compile_kernels(self, cupy):
-        self._bias_relu = cupy.ElementwiseKernel(
-            "T b", "T s", "T v = s + b; s = (v < (T)0) ? (T)0 : v;", "fastmlp_bias_relu")
-        self._mask_grad = cupy.ElementwiseKernel(  # g <- g ⊙ [a > 0], in place on g
-            "T a", "T g", "g = (a > (T)0) ? g : (T)0;", "fastmlp_relu_backward")
-        self._momentum = cupy.ElementwiseKernel(
-            "T g, T lr, T mu", "T p, T v", "v = mu * v + lr * g; p -= v;", "fastmlp_momentum")
+        kernels = {name: cupy.ElementwiseKernel(*spec, f"fastmlp_{name}") for name, spec in ELEMENTWISE.items()}
+        self._bias_relu = kernels["bias_relu"]
+        self._mask_grad = kernels["relu_backward"]
+        self._momentum = kernels["momentum"]
         module = cupy.RawModule(
             code=_ROW_SOFTMAX_SOURCE, options=("-std=c++14",),
             name_expressions=["row_softmax_xent<float>", "row_softmax_xent<double>"])
