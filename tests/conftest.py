@@ -26,7 +26,7 @@ ONLY_BACKEND = (os.environ.get("FASTMLP_BACKEND") or "").strip().lower()
 TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}
 
 
-def _status(name):
+def usable_status(name):
     status = backend_status(name)
     if not status["usable"] and name == "cupy" and REQUIRE_GPU:
         pytest.fail(f"FASTMLP_REQUIRE_GPU=1 but the cupy backend cannot run: {status['reason']}")
@@ -47,7 +47,7 @@ def backend_params(names=BACKEND_NAMES):
 @pytest.fixture(params=backend_params())
 def backend_name(request):
     """Name of each backend in turn; skipped (with the reason) where it cannot run here."""
-    status = _status(request.param)
+    status = usable_status(request.param)
     if not status["usable"]:
         pytest.skip(f"{request.param} backend not usable here: {status['reason']}")
     return request.param
@@ -56,7 +56,7 @@ def backend_name(request):
 @pytest.fixture(params=backend_params([n for n in BACKEND_NAMES if n != "numpy"]))
 def fast_backend_name(request):
     """Each backend that overrides the generic steps with kernels (not numpy)."""
-    status = _status(request.param)
+    status = usable_status(request.param)
     if not status["usable"]:
         pytest.skip(f"{request.param} backend not usable here: {status['reason']}")
     return request.param

@@ -10,13 +10,17 @@ import pytest
 import fastmlp
 from fastmlp.errors import DeviceMemoryError
 
+from .conftest import backend_params, usable_status
+
 pytestmark = pytest.mark.gpu
 
 
-@pytest.fixture
-def cupy_backend(backend_name):
-    if backend_name != "cupy":
-        pytest.skip("a cupy-only check")
+@pytest.fixture(params=backend_params(["cupy"]))
+def cupy_backend(request):
+    """The cupy module, where the cupy backend can run (else skipped, or failed under FASTMLP_REQUIRE_GPU=1)."""
+    status = usable_status(request.param)
+    if not status["usable"]:
+        pytest.skip(f"cupy backend not usable here: {status['reason']}")
     import cupy
 
     return cupy
