@@ -133,7 +133,7 @@ class MLP:
         """fit's work after the checks: copy to the device once, then run the epochs."""
         backend = self._backend
         Xv_dev = lv_dev = None
-        # the checked arrays are fit's own copies: a host backend may use them as they are
+        # training never writes into X or the labels: a host backend may use the checked arrays as they are
         if X_valid is not None:
             Xv_dev, lv_dev = backend.asarray(X_valid, copy=False), backend.asarray(labels_valid, copy=False)
         X_dev, labels_dev = backend.asarray(X_host, copy=False), backend.asarray(labels_host, copy=False)

@@ -72,11 +72,13 @@ def check_features(X, dtype, *, n_features=None, name="X"):
                 f"{name} contains {kind} (first in row {first}, {int(bad_rows.sum())} bad rows); "
                 "remove or impute those values"
             )
+    # only a narrowing float conversion (float64 -> float32) can overflow; integers always fit
+    narrowing = np.issubdtype(X.dtype, np.floating) and X.dtype.itemsize > np.dtype(dtype).itemsize
     with np.errstate(over="ignore"):  # reported just below, with the row
         # converted on a copy; an array already of this dtype and layout is used as it is
         # (fastmlp never writes into X)
         X = np.array(X, dtype=dtype, order="C", copy=None)
-    if not np.isfinite(X).all():  # e.g. float64 values beyond float32's range
+    if narrowing and not np.isfinite(X).all():  # float64 values beyond float32's range
         first = int(np.argmax(~np.isfinite(X).all(axis=1)))
         raise InvalidInputError(f"{name} contains infinity after conversion to {dtype} (first in row {first})")
     return X
