@@ -19,6 +19,44 @@ from fastmlp.backends.cupy_ import _ROW_SOFTMAX_SOURCE
 
 COMPILER = shutil.which("g++") or shutil.which("c++")
 
+# every harness defines run<T>(in, out, rows, columns); the input file starts with three int64:
+# rows, columns and the bytes per element (4: float, 8: double)
+MAIN = r"""
+int main(int argc, char** argv) {
+    FILE* in = fopen(argv[1], "rb");
+    FILE* out = fopen(argv[2], "wb");
+    long header[3];
+    if (fread(header, sizeof(long), 3, in) != 3) return 1;
+    int status = header[2] == 4 ? run<float>(in, out, header[0], header[1]) : run<double>(in, out, header[0], header[1]);
+    fclose(out);
+    return status;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def build_folder(tmp_path_factory):
+    if COMPILER is None:
+        pytest.skip("no host C++ compiler (g++) to compile the CUDA source for the CPU")
+    return tmp_path_factory.mktemp("cuda_source")
+
+
+def build(folder, name, harness):
+    """Compile ``harness`` + MAIN; returns run(rows, columns, itemsize, payload bytes) -> output bytes."""
+    (folder / f"{name}.cpp").write_text(harness + MAIN)
+    subprocess.run([COMPILER, "-O1", "-std=c++14", "-o", str(folder / name), str(folder / f"{name}.cpp")],
+                   check=True, capture_output=True, text=True, timeout=120)
+
+    def run(rows, columns, itemsize, payload):
+        header = np.array([rows, columns, itemsize], np.int64).tobytes()
+        (folder / f"{name}.in").write_bytes(header + payload)
+        subprocess.run([str(folder / name), str(folder / f"{name}.in"), str(folder / f"{name}.out")],
+                       check=True, timeout=60)
+        return (folder / f"{name}.out").read_bytes()
+
+    return run
+
+
 HARNESS = r"""
 #include <cmath>
 #include <cstdio>
@@ -29,7 +67,7 @@ struct Dim { int x; };
 static Dim blockDim = {1}, blockIdx = {0}, threadIdx = {0};
 #define __global__
 %(source)s
-template <typename T> int run(FILE* in, FILE* out, int N, int K) {
+template <typename T> int run(FILE* in, FILE* out, long N, long K) {
     std::vector<T> S(N * K), d2(N * K);
     std::vector<long long> labels(N);
     std::vector<double> loss(N), hit(N);
@@ -37,42 +75,23 @@ template <typename T> int run(FILE* in, FILE* out, int N, int K) {
     if (fread(labels.data(), sizeof(long long), N, in) != (size_t)N) return 1;
     for (int n = 0; n < N; ++n) {
         blockIdx.x = n;
-        row_softmax_xent<T>(S.data(), labels.data(), N, K, 1, d2.data(), loss.data(), hit.data());
+        row_softmax_xent<T>(S.data(), labels.data(), (int)N, (int)K, 1, d2.data(), loss.data(), hit.data());
     }
     fwrite(d2.data(), sizeof(T), N * K, out);
     fwrite(loss.data(), sizeof(double), N, out);
     fwrite(hit.data(), sizeof(double), N, out);
     return 0;
 }
-int main(int argc, char** argv) {
-    FILE* in = fopen(argv[1], "rb");
-    FILE* out = fopen(argv[2], "wb");
-    int header[3];
-    if (fread(header, sizeof(int), 3, in) != 3) return 1;
-    int status = header[2] == 4 ? run<float>(in, out, header[0], header[1]) : run<double>(in, out, header[0], header[1]);
-    fclose(out);
-    return status;
-}
 """
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    if COMPILER is None:
-        pytest.skip("no host C++ compiler (g++) to compile the CUDA source for the CPU")
-    folder = tmp_path_factory.mktemp("cuda_source")
-    (folder / "kernel.cpp").write_text(HARNESS % {"source": _ROW_SOFTMAX_SOURCE})
-    subprocess.run([COMPILER, "-O1", "-std=c++14", "-o", str(folder / "kernel"), str(folder / "kernel.cpp")],
-                   check=True, capture_output=True, text=True, timeout=120)
+def kernel(build_folder):
+    run_binary = build(build_folder, "row_kernel", HARNESS % {"source": _ROW_SOFTMAX_SOURCE})
 
     def run(S, labels):
         N, K = S.shape
-        np.array([N, K, S.itemsize], np.int32).tofile(folder / "in.bin")
-        with open(folder / "in.bin", "ab") as handle:
-            handle.write(np.ascontiguousarray(S).tobytes())
-            handle.write(labels.astype(np.int64).tobytes())
-        subprocess.run([str(folder / "kernel"), str(folder / "in.bin"), str(folder / "out.bin")], check=True, timeout=60)
-        raw = (folder / "out.bin").read_bytes()
+        raw = run_binary(N, K, S.itemsize, np.ascontiguousarray(S).tobytes() + labels.astype(np.int64).tobytes())
         d2 = np.frombuffer(raw[: N * K * S.itemsize], S.dtype).reshape(N, K)
         rest = np.frombuffer(raw[N * K * S.itemsize:], np.float64)
         return d2, rest[:N], rest[N:]
@@ -101,21 +120,12 @@ ELEMENTWISE_HARNESS = r"""
 #include <cstdio>
 #include <vector>
 template <typename T> void body(%(params)s) { %(operation)s }
-template <typename T> int run(FILE* in, FILE* out, long n) {
+template <typename T> int run(FILE* in, FILE* out, long n, long) {
     std::vector<std::vector<T>> arrays(%(count)d, std::vector<T>(n));
     for (auto& a : arrays) if (fread(a.data(), sizeof(T), n, in) != (size_t)n) return 1;
     for (long i = 0; i < n; ++i) body<T>(%(call)s);
     for (int k = %(n_in)d; k < %(count)d; ++k) fwrite(arrays[k].data(), sizeof(T), n, out);
     return 0;
-}
-int main(int argc, char** argv) {
-    FILE* in = fopen(argv[1], "rb");
-    FILE* out = fopen(argv[2], "wb");
-    long header[2];
-    if (fread(header, sizeof(long), 2, in) != 2) return 1;
-    int status = header[1] == 4 ? run<float>(in, out, header[0]) : run<double>(in, out, header[0]);
-    fclose(out);
-    return status;
 }
 """
 
@@ -131,29 +141,15 @@ def elementwise(folder, name):
     call = [f"arrays[{k}][i]" for k in range(len(names_in) + len(names_out))]
     source = ELEMENTWISE_HARNESS % {"params": ", ".join(params), "operation": operation, "call": ", ".join(call),
                                     "count": len(call), "n_in": len(names_in)}
-    (folder / f"{name}.cpp").write_text(source)
-    subprocess.run([COMPILER, "-O1", "-std=c++14", "-o", str(folder / name), str(folder / f"{name}.cpp")],
-                   check=True, capture_output=True, text=True, timeout=120)
+    run_binary = build(folder, name, source)
 
     def run(*arrays):
         dtype = arrays[0].dtype
-        n = arrays[0].size
-        with open(folder / "in.bin", "wb") as handle:
-            handle.write(np.array([n, dtype.itemsize], np.int64).tobytes())
-            for a in arrays:
-                handle.write(np.ascontiguousarray(np.broadcast_to(a, arrays[0].shape), dtype).tobytes())
-        subprocess.run([str(folder / name), str(folder / "in.bin"), str(folder / "out.bin")], check=True, timeout=60)
-        flat = np.frombuffer((folder / "out.bin").read_bytes(), dtype)
+        payload = b"".join(np.ascontiguousarray(np.broadcast_to(a, arrays[0].shape), dtype).tobytes() for a in arrays)
+        flat = np.frombuffer(run_binary(arrays[0].size, 1, dtype.itemsize, payload), dtype)
         return [part.reshape(arrays[0].shape) for part in np.split(flat, len(names_out))]
 
     return run
-
-
-@pytest.fixture(scope="module")
-def build_folder(tmp_path_factory):
-    if COMPILER is None:
-        pytest.skip("no host C++ compiler (g++) to compile the CUDA source for the CPU")
-    return tmp_path_factory.mktemp("elementwise")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
