@@ -46,12 +46,9 @@ class EpochRunner:
         self.labels = to_device(rng.integers(0, N_OUT, n))                     # N
         self.X_valid = to_device(rng.random((n_valid, N_IN)), dtype)          # Nv×D
         self.labels_valid = to_device(rng.integers(0, N_OUT, n_valid))        # Nv
-        params = model.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype)
-        self.state = train.TrainingState(
-            self.backend,
-            {k: to_device(v) for k, v in params.items()},
-            {k: self.backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in params.items()},
-        )
+        params = {k: to_device(v) for k, v in model.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype).items()}
+        velocities = {k: self.backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in params.items()}
+        self.state = train.TrainingState(self.backend, params, velocities)
         self._spare = None
         self._d1 = to_device(rng.standard_normal((n, hidden)) * 1e-3, dtype)  # N×H stand-in for d1
 

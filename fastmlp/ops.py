@@ -9,7 +9,7 @@ Shapes: N rows, H hidden units, K classes. Labels are integer class indices, sha
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 __all__ = [
     "relu",
@@ -60,7 +60,7 @@ def softmax(S):
 def one_hot(labels, n_classes, dtype):
     """Integer labels (N,) -> one-hot matrix Y (N, K) of ``dtype``."""
     xp = array_namespace(labels)
-    classes = xp.arange(n_classes, dtype=labels.dtype)
+    classes = xp.arange(n_classes, dtype=labels.dtype, device=device(labels))  # on the labels' device
     return xp.astype(labels[:, None] == classes[None, :], dtype)
 
 
