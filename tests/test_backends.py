@@ -114,20 +114,41 @@ def test_a_missing_cupy_names_the_package_and_the_extra():
     assert "needs the package 'cupy'" in result.stdout and 'pip install "fastmlp[cupy]"' in result.stdout
 
 
-FAKE_CUPY_WITHOUT_GPU = {
-    "cupy/__init__.py": "from . import cuda\n__version__ = '0.0-test-double'\n",
-    "cupy/cuda/__init__.py": "from . import runtime\n",
-    "cupy/cuda/runtime.py": (
-        "class CUDARuntimeError(RuntimeError):\n    pass\n\n"
-        "def getDeviceCount():\n"
-        "    raise CUDARuntimeError('cudaErrorNoDevice: no CUDA-capable device is detected')\n"
-    ),
+NVRTC_MISSING = ("CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: "
+                 "cannot open shared object file: No such file or directory")
+
+#: test doubles of CuPy that raise what CuPy raises: on a machine without a GPU (cupy.cuda.runtime
+#: fails), and on a GPU machine without NVRTC (the first kernel compilation fails)
+FAKE_CUPY = {
+    "no GPU": {
+        "cupy/__init__.py": "from . import cuda\n__version__ = '0.0-test-double'\n",
+        "cupy/cuda/__init__.py": "from . import runtime\n",
+        "cupy/cuda/runtime.py": (
+            "class CUDARuntimeError(RuntimeError):\n    pass\n\n"
+            "def getDeviceCount():\n"
+            "    raise CUDARuntimeError('cudaErrorNoDevice: no CUDA-capable device is detected')\n"
+        ),
+    },
+    "no NVRTC": {
+        "cupy/__init__.py": (
+            "from . import cuda\n__version__ = '0.0-test-double'\n"
+            f"def _compile(*args, **kwargs):\n    raise RuntimeError({NVRTC_MISSING!r})\n"
+            "class ElementwiseKernel:\n"
+            "    def __init__(self, *args, **kwargs): pass\n"
+            "    __call__ = _compile\n"
+            "class RawModule:\n"
+            "    def __init__(self, *args, **kwargs): pass\n"
+            "    get_function = _compile\n"
+        ),
+        "cupy/cuda/__init__.py": "from . import runtime\n",
+        "cupy/cuda/runtime.py": "def getDeviceCount():\n    return 1\n",
+    },
 }
 
 
-def test_cupy_without_a_gpu_gives_a_distinct_error_before_training(tmp_path):
-    """A test double that raises what CuPy raises on a machine without a GPU."""
-    for relative, text in FAKE_CUPY_WITHOUT_GPU.items():
+def select_cupy_with(double, tmp_path):
+    """stdout of a fresh Python that selects cupy with the test double ``double`` importable as cupy."""
+    for relative, text in FAKE_CUPY[double].items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(text)
     result = run_python("""
@@ -138,9 +159,21 @@ def test_cupy_without_a_gpu_gives_a_distinct_error_before_training(tmp_path):
             print("BackendError:", exc)
     """, env={"PYTHONPATH": str(tmp_path)})
     assert result.returncode == 0, result.stderr
-    assert "CuPy is installed but no usable CUDA device or driver was found" in result.stdout
-    assert "cudaErrorNoDevice" in result.stdout
-    assert "pip install" not in result.stdout
+    return result.stdout
+
+
+def test_cupy_without_a_gpu_gives_a_distinct_error_before_training(tmp_path):
+    said = select_cupy_with("no GPU", tmp_path)
+    assert "CuPy is installed but no usable CUDA device or driver was found" in said
+    assert "cudaErrorNoDevice" in said
+    assert "pip install" not in said
+
+
+def test_cupy_without_its_kernel_compiler_gives_a_distinct_error_before_training(tmp_path):
+    said = select_cupy_with("no NVRTC", tmp_path)
+    assert "CuPy cannot compile its kernels on this machine (RuntimeError: CuPy failed to load libnvrtc.so.12" in said
+    assert 'pip install "cupy-cuda12x[ctk]"' in said and "--backend numpy or numba" in said
+    assert "no usable CUDA device" not in said
 
 
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is None, reason="CuPy is not installed in this environment")

@@ -80,7 +80,8 @@ class CupyBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - CompileException, missing NVRTC, ...
             raise BackendError(
                 f"CuPy cannot compile its kernels on this machine ({type(exc).__name__}: {exc}); "
-                "check that the CUDA toolkit's NVRTC library matches the installed cupy-cuda12x"
+                'install NVRTC from a CUDA 12 toolkit (or with pip install "cupy-cuda12x[ctk]", CuPy 14+), '
+                "or use --backend numpy or numba"
             ) from None
         import array_api_compat.cupy as xp
 
