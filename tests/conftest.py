@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,15 @@ def notmnist64():
 def to_host(array):
     """Any backend array -> NumPy (CuPy arrays refuse implicit conversion)."""
     return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
+
+
+def write_idx(path, array, *, magic=None, dtype_byte=0x08, compress=None):
+    """Write ``array`` as an MNIST idx file (gzip-compressed for a .gz name unless ``compress`` says)."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, dtype_byte, array.ndim) if magic is None else struct.pack(">I", magic)
+    header += b"".join(struct.pack(">I", n) for n in array.shape)
+    data = header + array.tobytes()
+    if compress if compress is not None else str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path

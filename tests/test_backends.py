@@ -1,6 +1,5 @@
 """Backend selection: argument > FASTMLP_BACKEND > numpy; clear errors; nothing optional at import."""
 
-import importlib
 import importlib.util
 import inspect
 import os
@@ -11,7 +10,7 @@ import textwrap
 import pytest
 
 import fastmlp
-from fastmlp.backends import _REGISTRY, BACKEND_NAMES, Backend, backend_status, get_backend, resolve_name
+from fastmlp.backends import BACKEND_NAMES, Backend, _load_class, backend_status, get_backend, resolve_name
 from fastmlp.errors import BackendError, InvalidInputError
 
 
@@ -197,13 +196,12 @@ def test_backend_object_reports_itself(backend_name):
 def test_every_override_keeps_the_generic_signature(name):
     """A backend replaces a generic step without changing how the model calls it (checked
     without constructing the backend, so it holds for cupy on a machine without a GPU)."""
-    module_name, class_name = _REGISTRY[name]
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = _load_class(name)
     overridden = [attr for attr, value in vars(Backend).items()
                   if callable(value) and not attr.startswith("__") and getattr(cls, attr) is not value]
     for attr in overridden:
         generic = inspect.signature(getattr(Backend, attr))
         override = inspect.signature(getattr(cls, attr))
-        assert list(override.parameters) == list(generic.parameters), f"{class_name}.{attr}{override} vs {generic}"
+        assert list(override.parameters) == list(generic.parameters), f"{cls.__name__}.{attr}{override} vs {generic}"
     if name != "numpy":  # each kernel backend defines the fused steps itself
         assert {"bias_relu", "softmax_xent_grad", "logits_loss_acc", "hidden_backward"} <= set(vars(cls))

@@ -10,7 +10,7 @@ import pytest
 
 import fastmlp
 
-from .conftest import SHARED_SAMPLE
+from .conftest import SHARED_SAMPLE, write_idx
 
 
 def fastmlp_cli(*args, env=None, cwd=None, timeout=300):
@@ -147,27 +147,18 @@ def test_bench_runs_and_writes_json_and_plot(tmp_path):
     assert "epoch/floor" in result.stdout
 
 
-def _idx(path, array, magic=None):
-    import struct
-
-    array = np.asarray(array, np.uint8)
-    header = struct.pack(">I", magic if magic is not None else 0x0800 + array.ndim)
-    header += b"".join(struct.pack(">I", n) for n in array.shape)
-    path.write_bytes(header + array.tobytes())
-
-
 def _bad_data(kind, folder):
     images = np.zeros((20, 28, 28), np.uint8)
     labels = np.arange(20) % 10
     if kind == "wrong magic":
-        _idx(folder / "x-images-idx3-ubyte", images, magic=0x0803_0000)
-        _idx(folder / "x-labels-idx1-ubyte", labels)
+        write_idx(folder / "x-images-idx3-ubyte", images, magic=0x0803_0000)
+        write_idx(folder / "x-labels-idx1-ubyte", labels)
     elif kind == "labels outside 0-9":
-        _idx(folder / "x-images-idx3-ubyte", images)
-        _idx(folder / "x-labels-idx1-ubyte", np.where(labels == 3, 12, labels))
+        write_idx(folder / "x-images-idx3-ubyte", images)
+        write_idx(folder / "x-labels-idx1-ubyte", np.where(labels == 3, 12, labels))
     elif kind == "count mismatch":
-        _idx(folder / "x-images-idx3-ubyte", images)
-        _idx(folder / "x-labels-idx1-ubyte", labels[:18])
+        write_idx(folder / "x-images-idx3-ubyte", images)
+        write_idx(folder / "x-labels-idx1-ubyte", labels[:18])
     elif kind == "npz missing keys":
         np.savez(folder / "notMNIST.npz", pictures=images, labels=labels)
     elif kind == "npz object arrays":

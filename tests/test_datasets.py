@@ -1,9 +1,7 @@
 """notMNIST loading: the real sample, and tiny npz / idx files (raw and gzip) written here."""
 
-import gzip
 import hashlib
 import os
-import struct
 
 import numpy as np
 import pytest
@@ -11,18 +9,7 @@ import pytest
 from fastmlp import datasets
 from fastmlp.errors import InvalidInputError, MissingFileError
 
-from .conftest import SHARED_SAMPLE
-
-
-def write_idx(path, array, *, magic=None, dtype_byte=0x08, compress=None):
-    array = np.asarray(array, dtype=np.uint8)
-    header = struct.pack(">BBBB", 0, 0, dtype_byte, array.ndim) if magic is None else struct.pack(">I", magic)
-    header += b"".join(struct.pack(">I", n) for n in array.shape)
-    data = header + array.tobytes()
-    if compress if compress is not None else str(path).endswith(".gz"):
-        data = gzip.compress(data)
-    path.write_bytes(data)
-    return path
+from .conftest import SHARED_SAMPLE, write_idx
 
 
 def tiny_images(n=20, seed=0):
