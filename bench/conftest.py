@@ -5,6 +5,7 @@ OPENBLAS_THREAD_TIMEOUT before NumPy loads so OpenBLAS workers do not spin over 
 """
 
 import os
+import sys
 
-if "numpy" not in __import__("sys").modules:
+if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
