@@ -29,7 +29,7 @@ _EXPORTS = {
     "DeviceMemoryError": "fastmlp.errors",
     "DivergenceError": "fastmlp.errors",
 }
-_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "io", "benchmark")
+_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "weights", "files", "plotting", "benchmark")
 
 __all__ = [*_EXPORTS, "datasets", "__version__"]
 

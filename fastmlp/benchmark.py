@@ -18,11 +18,12 @@ import time
 import numpy as np
 
 from . import model, train
-from .backends import BACKEND_NAMES, backend_status, get_backend
+from .backends import BACKEND_NAMES, BASELINE, backend_status, get_backend
 from .errors import BackendError
+from .files import write_text
 from .optim import INITIAL_VELOCITY
 
-__all__ = ["EpochRunner", "epoch_flops", "compare", "sweep", "format_table", "plot_bars", "plot_sweep"]
+__all__ = ["EpochRunner", "epoch_flops", "compare", "sweep", "format_table", "write_json"]
 
 N_IN, N_OUT = 784, 10
 
@@ -128,7 +129,8 @@ def compare(backends="all", *, dtypes=("float32",), hiddens=(1000,), n=6000, n_v
 
 
 def _summarise(config):
-    baseline = config["backends"].get("numpy")
+    config["baseline"] = BASELINE
+    baseline = config["backends"].get(BASELINE)
     base_median = statistics.median(baseline["epoch_s"]) if baseline else None
     for entry in config["backends"].values():
         median = statistics.median(entry["epoch_s"])
@@ -140,7 +142,7 @@ def _summarise(config):
             median_s=median, min_s=min(entry["epoch_s"]), max_s=max(entry["epoch_s"]),
             floor_median_s=floor, floor_ratio=statistics.median(ratios),
             samples_per_s=config["n"] / median,
-            speedup_vs_numpy=(base_median / median) if base_median else None,
+            speedup_vs_baseline=(base_median / median) if base_median else None,
             gflops=config["flops_per_epoch"] / median / 1e9,
         )
 
@@ -149,10 +151,10 @@ def format_table(config):
     """A text table of one configuration: one row per backend."""
     head = (f"{config['dtype']}, N={config['n']}, H={config['hidden']}, valid {config['n_valid']} "
             f"({config['flops_per_epoch'] / 1e9:.1f} GFLOP of products per epoch)")
-    rows = [f"{'backend':<8} {'median s':>9} {'min-max s':>15} {'samples/s':>10} {'vs numpy':>9} "
+    rows = [f"{'backend':<8} {'median s':>9} {'min-max s':>15} {'samples/s':>10} {'vs ' + config['baseline']:>9} "
             f"{'floor s':>8} {'epoch/floor':>11} {'cold s':>7}"]
     for name, e in config["backends"].items():
-        speedup = f"{e['speedup_vs_numpy']:.2f}x" if e["speedup_vs_numpy"] else "-"
+        speedup = f"{e['speedup_vs_baseline']:.2f}x" if e["speedup_vs_baseline"] else "-"
         rows.append(
             f"{name:<8} {e['median_s']:>9.4f} {e['min_s']:>7.4f}-{e['max_s']:<7.4f} {e['samples_per_s']:>10.0f} "
             f"{speedup:>9} {e['floor_median_s']:>8.4f} {e['floor_ratio']:>10.3f}x {e['cold_start_s']:>7.2f}")
@@ -181,61 +183,8 @@ def sweep(backends="all", *, dtype="float32", hiddens=(100, 250, 500, 1000, 2000
     return points
 
 
-def plot_bars(result, path):
-    """Bar chart: median seconds per epoch by backend for every configuration, floor marked."""
-    from matplotlib.figure import Figure
-
-    from .plotting import save_figure
-
-    configs = result["configs"]
-    figure = Figure(figsize=(max(6.4, 2.2 * len(configs)), 4.2), dpi=100, layout="tight")
-    axes = figure.subplots()
-    names = sorted({name for c in configs for name in c["backends"]}, key=list(BACKEND_NAMES).index)
-    width = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        xs, medians, floors = [], [], []
-        for j, config in enumerate(configs):
-            if name in config["backends"]:
-                xs.append(j + i * width)
-                medians.append(config["backends"][name]["median_s"])
-                floors.append(config["backends"][name]["floor_median_s"])
-        axes.bar(xs, medians, width=width, label=name)
-        axes.scatter(xs, floors, marker="_", s=300, color="black", zorder=3,
-                     label="three large products alone" if i == 0 else None)
-    axes.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(configs))],
-                    [f"{c['dtype']}\nN={c['n']} H={c['hidden']}" for c in configs])
-    axes.set_ylabel("seconds per epoch (median)")
-    axes.set_title("fastmlp: epoch time by backend")
-    axes.legend()
-    save_figure(figure, path)
-
-
-def plot_sweep(points, path):
-    """Log-log plot of seconds per epoch against FLOPs per epoch, one line per backend and sweep."""
-    from matplotlib.figure import Figure
-
-    from .plotting import save_figure
-
-    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="tight")
-    axes = figure.subplots()
-    for name in sorted({p["backend"] for p in points}):
-        mine = [p for p in points if p["backend"] == name]
-        for label, fixed in (("H grows", "n"), ("N grows", "hidden")):
-            base = max({p[fixed] for p in mine}, key=lambda v: sum(p[fixed] == v for p in mine))
-            line = sorted((p for p in mine if p[fixed] == base), key=lambda p: p["flops"])
-            axes.plot([p["flops"] for p in line], [p["median_s"] for p in line], marker="o",
-                      label=f"{name}, {label} ({fixed}={base})")
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.set_xlabel("FLOPs of matrix products per epoch")
-    axes.set_ylabel("seconds per epoch (median)")
-    axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize="small")
-    save_figure(figure, path)
-
-
 def write_json(data, path):
     """Write benchmark results as JSON, atomically."""
-    from .io import atomic_write
+    from .files import atomic_write
 
     atomic_write(path, lambda handle: handle.write(json.dumps(data, indent=1).encode()))

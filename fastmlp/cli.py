@@ -51,6 +51,8 @@ def _list(text):
 
 
 def build_parser():
+    from .backends import BACKEND_NAMES, DEFAULT, ENV_VAR  # imports no NumPy
+
     parser = _Parser(prog="fastmlp", description="Train and benchmark the two-layer notMNIST network.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -63,7 +65,7 @@ def build_parser():
     train.add_argument("--lr", type=_float, default=0.1, help="learning rate (default 0.1)")
     train.add_argument("--momentum", type=_float, default=0.9, help="momentum in [0, 1) (default 0.9)")
     train.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: full batch)")
-    train.add_argument("--backend", help="numpy, numba, cupy or auto (default: $FASTMLP_BACKEND, then numpy)")
+    train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto (default: ${ENV_VAR}, then {DEFAULT})")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     train.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     train.add_argument("--out", help="output folder (default runs/<timestamp>)")
@@ -90,25 +92,11 @@ def build_parser():
     return parser
 
 
-def _backend_names_in(args):
+def _requested_backends(args):
+    """The backend names the command asks for (None: the environment's or the default)."""
     if args.command == "train":
-        return [(args.backend or os.environ.get("FASTMLP_BACKEND") or "numpy").strip().lower()]
-    if args.command == "bench":
-        return [name.lower() for name in args.backends]
-    return []
-
-
-def _prepare_blas_threads(backend_names):
-    """Let OpenBLAS workers sleep soon after each product when Numba kernels run between them.
-
-    OpenBLAS keeps its workers spinning for a while after each call; Numba's threads then find
-    the cores taken and a kernel can run ten times slower. OPENBLAS_THREAD_TIMEOUT (read once,
-    when NumPy loads) shortens that. A value the user set is kept.
-    """
-    if "numpy" in sys.modules:
-        return
-    if any(name in ("numba", "auto", "all") for name in backend_names):
-        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # 2**4 cycles of spinning, then sleep
+        return [args.backend]
+    return getattr(args, "backends", [])
 
 
 def _print_error(exc, debug):
@@ -122,7 +110,7 @@ def _print_error(exc, debug):
 
 def _train(args):
     from . import datasets
-    from .io import atomic_write
+    from .files import atomic_write
     from .mlp import MLP
     from .plotting import plot_curves
     from .validation import check_hyperparameters, check_positive_int
@@ -157,7 +145,7 @@ def _train(args):
 
 
 def _bench(args):
-    from . import benchmark
+    from . import benchmark, plotting
     from .validation import check_dtype
 
     dtypes = [check_dtype(d) for d in args.dtype]
@@ -170,32 +158,32 @@ def _bench(args):
                                epochs=args.epochs, warmup=args.warmup)
     if args.sweep:
         result["sweep"] = benchmark.sweep(names, dtype=dtypes[0])
-        benchmark.plot_sweep(result["sweep"], args.sweep_plot)
+        plotting.plot_sweep(result["sweep"], args.sweep_plot)
         print(f"wrote {args.sweep_plot}")
     if args.json:
         benchmark.write_json(result, args.json)
         print(f"wrote {args.json}")
     if args.plot:
-        benchmark.plot_bars(result, args.plot)
+        plotting.plot_bars(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
 
 
 def _info(args):
     from . import __version__, _sysinfo
-    from .backends import BACKEND_NAMES, backend_status, get_backend
+    from .backends import BACKEND_NAMES, backend_status, describe_choice, get_backend
 
     facts = {"fastmlp": __version__, **_sysinfo.machine_info(), **_sysinfo.blas_info()}
     for key, value in facts.items():
         print(f"{key}: {value}")
-    print(f"FASTMLP_BACKEND: {os.environ.get('FASTMLP_BACKEND') or '(unset: numpy)'}")
+    print(f"chosen by default: {describe_choice()}")
     print("backends:")
     for name in BACKEND_NAMES:
         status = backend_status(name)
         line = f"  {name:<6} installed: {'yes' if status['installed'] else 'no':<3} usable: {'yes' if status['usable'] else 'no'}"
         if status["usable"]:
             described = get_backend(name).describe()
-            details = {k: v for k, v in described.items() if k.startswith(("numba", "gpu", "cupy", "cuda"))}
+            details = {k: v for k, v in described.items() if k not in facts and k not in ("backend", "device")}
             if details:
                 line += "  (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")"
         else:
@@ -214,7 +202,9 @@ def main(argv=None):
     except _UsageError as exc:
         _print_error(exc, False)
         return EXIT_ERROR
-    _prepare_blas_threads(_backend_names_in(args))
+    from .backends import prepare_threads  # imports no NumPy
+
+    prepare_threads(_requested_backends(args))
     from .errors import FastMLPError
 
     try:

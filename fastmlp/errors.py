@@ -10,7 +10,7 @@ builtin a caller would expect, so ``except ValueError`` keeps working::
     ├── StorageError         (OSError)            a save or download that failed
     ├── BackendError         (RuntimeError)       backend package missing, no GPU, compiler missing
     ├── DeviceMemoryError    (MemoryError)        the device ran out of memory
-    └── DivergenceError      (FloatingPointError) the loss stopped being finite
+    └── DivergenceError      (FloatingPointError) the training loss diverged
 """
 
 from __future__ import annotations
@@ -56,15 +56,16 @@ class DeviceMemoryError(FastMLPError, MemoryError):
 
 
 class DivergenceError(FastMLPError, FloatingPointError):
-    """Training produced a non-finite loss.
+    """Training diverged: a training loss that is not finite, or far above the initial one.
 
-    Attributes: ``epoch`` (1-based), ``lr``, ``last_finite_loss`` (None when the very first loss
-    was not finite) and ``history`` (the epochs recorded before the divergence).
+    Attributes: ``epoch`` (1-based; 0 for the initial weights), ``lr``, ``last_accepted_loss``
+    (the last training loss the divergence check accepted, whose weights the model keeps; None
+    when the very first loss was rejected) and ``history`` (the epochs recorded before it).
     """
 
-    def __init__(self, message, *, epoch, lr, last_finite_loss, history=None):
+    def __init__(self, message, *, epoch, lr, last_accepted_loss, history=None):
         super().__init__(message)
         self.epoch = epoch
         self.lr = lr
-        self.last_finite_loss = last_finite_loss
+        self.last_accepted_loss = last_accepted_loss
         self.history = history

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import io, model, train
+from . import model, train, weights
 from .backends import get_backend
 from .errors import InvalidInputError
 from .optim import INITIAL_VELOCITY
@@ -179,10 +179,10 @@ class MLP:
         """Write the parameters to ``path`` (npz without pickle), atomically."""
         from . import __version__
 
-        io.save_weights(path, self.params, extra_metadata={"fastmlp_version": __version__})
+        weights.save_weights(path, self.params, extra_metadata={"fastmlp_version": __version__})
 
     @classmethod
     def load(cls, path, *, backend=None):
         """A model with the parameters saved at ``path`` (see :meth:`save`)."""
-        params, metadata = io.load_weights(path)
+        params, metadata = weights.load_weights(path)
         return cls.from_params(params, backend=backend, dtype=metadata["dtype"])

@@ -1,16 +1,22 @@
-"""The epoch loop and its record, :class:`History`.
+"""The epoch loops and their record, :class:`History`.
 
 One epoch, as in the seed: forward on the training set, backward, update all four parameters, then
 loss and accuracy on the training and validation sets for the updated weights. In full-batch mode
 the training metrics of the updated weights are exactly what the next epoch's forward pass
 computes, so the loop reuses that pass and runs one extra forward after the last epoch.
 
-Device data stays on the device: the loop copies to the host once per epoch, the four metric
-scalars together, and checks there that the training loss has not diverged.
+The path of one full-batch epoch: :func:`full_batch_epoch` snapshots the weights (for the
+divergence check) and calls the *step* — :func:`epoch_step`, passed once through the backend's
+``compile_step`` seam (a plain call on the CPU; a backend may trace or capture it and replay it) —
+which runs the forward and backward passes of :mod:`.model`, the momentum update of :mod:`.optim`
+and the validation forward, and returns the metrics as one device vector. The loop copies that
+vector to the host (once per epoch, the only synchronisation), and :class:`_Recorder` checks the
+training loss with :class:`_DivergenceGuard` and appends the metrics to the :class:`History`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 import time
@@ -18,10 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import model
+from . import model, optim
 from .errors import DivergenceError
 
-__all__ = ["History", "TrainingState", "full_batch_epoch", "run_epochs"]
+__all__ = ["History", "TrainingState", "gradient_step", "epoch_step", "metrics_step", "full_batch_epoch", "run_epochs"]
 
 
 @dataclass
@@ -53,6 +59,11 @@ class History:
         later = self.seconds[1:]
         return statistics.median(later) if later else float("nan")
 
+    def truncate(self, epochs):
+        """Keep the records of the first ``epochs`` epochs only."""
+        for values in (self.train_loss, self.train_acc, self.valid_loss, self.valid_acc, self.seconds):
+            del values[epochs:]
+
     def to_csv(self):
         """CSV text, one row per epoch: epoch, train_loss, train_acc, valid_loss, valid_acc, seconds."""
         columns = (self.train_loss, self.train_acc, self.valid_loss, self.valid_acc, self.seconds)
@@ -64,18 +75,21 @@ class History:
 
 
 class TrainingState:
-    """Parameters and velocities on the backend, and the momentum update of all four."""
+    """Parameters and velocities on the backend, and the compiled steps that update them."""
 
     def __init__(self, backend, params, velocities):
         self.backend = backend
         self.params = params          # {name: backend array}
         self.velocities = velocities  # {name: backend array}
+        self._steps = {}
 
-    def update(self, grads, lr, momentum):
-        for name in model.PARAM_NAMES:
-            self.params[name], self.velocities[name] = self.backend.momentum_update(
-                self.params[name], self.velocities[name], grads[name], lr, momentum
-            )
+    def compiled(self, step, **static):
+        """``step`` with the backend and ``static`` bound, through the backend's ``compile_step``
+        seam (one compilation per step and settings, kept for the life of this state)."""
+        key = (step, tuple(sorted(static.items())))
+        if key not in self._steps:
+            self._steps[key] = self.backend.compile_step(functools.partial(step, self.backend, **static))
+        return self._steps[key]
 
     def snapshot(self, into=None):
         """Copies of parameters and velocities (into ``into``'s buffers where the backend can)."""
@@ -93,13 +107,74 @@ class TrainingState:
             self.velocities[name] = self.backend.copy(velocities[name], self.velocities[name])
 
 
-def _metrics_to_host(backend, values):
-    """Backend scalars -> Python floats, in one device-to-host copy."""
+# ------------------------------------------------------------------ steps
+def gradient_step(backend, params, velocities, X, labels, lr, momentum, *, workspace):
+    """Forward, backward and the momentum update of all four parameters on (X, labels).
+
+    Returns (params, velocities, loss, accuracy): the new parameters and velocities (updated in
+    place where the backend can) and the loss and accuracy of the weights *before* the update,
+    as 0-d device arrays."""
+    loss, acc, grads = model.loss_and_grads(backend, params, X, labels, workspace=workspace)
+    params, velocities = optim.update(backend, params, velocities, grads, lr, momentum)
+    return params, velocities, loss, acc
+
+
+def epoch_step(backend, params, velocities, X, labels, X_valid, labels_valid, lr, momentum):
+    """One full-batch epoch on the device, with no host synchronisation inside.
+
+    Returns (params, velocities, metrics): ``metrics`` is one device vector holding the training
+    loss and accuracy of the weights before the update and, with a validation set, the
+    validation loss and accuracy after it."""
+    params, velocities, loss, acc = gradient_step(
+        backend, params, velocities, X, labels, lr, momentum, workspace="train_hidden")
+    metrics = [loss, acc]
+    if X_valid is not None:
+        metrics += model.evaluate(backend, params, X_valid, labels_valid, workspace="valid_hidden")
+    return params, velocities, _stack(backend, metrics)
+
+
+def metrics_step(backend, params, X, labels, X_valid, labels_valid):
+    """The loss and accuracy of ``params`` on (X, labels) and, if given, on the validation set,
+    as one device vector."""
+    metrics = list(model.evaluate(backend, params, X, labels, workspace="train_hidden"))
+    if X_valid is not None:
+        metrics += model.evaluate(backend, params, X_valid, labels_valid, workspace="valid_hidden")
+    return _stack(backend, metrics)
+
+
+def _stack(backend, scalars):
+    """0-d device arrays -> one device vector in the first one's dtype (one copy to the host later)."""
     xp = backend.xp
-    stacked = xp.stack([xp.astype(xp.reshape(v, ()), xp.float64) for v in values])
-    return [float(v) for v in backend.to_numpy(stacked)]
+    dtype = scalars[0].dtype
+    return xp.stack([xp.astype(xp.reshape(s, ()), dtype) for s in scalars])
 
 
+def _to_host(backend, vector):
+    """A device vector -> Python floats, in one device-to-host copy (which waits for the device)."""
+    return [float(v) for v in backend.to_numpy(vector)]
+
+
+def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, momentum, snapshot_into=None):
+    """One epoch of the seed's loop on the whole training set, as the training loop runs it.
+
+    Returns (snapshot of the weights before the update, host metrics): the training loss and
+    accuracy of the weights *before* the update (this epoch's forward pass) and, with a
+    validation set, its loss and accuracy *after* the update, in one device-to-host copy.
+    """
+    before = state.snapshot(into=snapshot_into)
+    step = state.compiled(epoch_step)
+    state.params, state.velocities, metrics = step(
+        state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum)
+    return before, _to_host(state.backend, metrics)
+
+
+def _metrics(state, X, labels, X_valid=None, labels_valid=None):
+    """Host [loss, accuracy (, validation loss, accuracy)] of the current weights."""
+    step = state.compiled(metrics_step)
+    return _to_host(state.backend, step(state.params, X, labels, X_valid, labels_valid))
+
+
+# -------------------------------------------------------- the loop's record
 class _Progress:
     """A tqdm bar over epochs when asked for; no-op otherwise."""
 
@@ -134,7 +209,7 @@ class _DivergenceGuard:
     initial weights' loss and log K (the loss of a uniform guess): past that, the correct class's
     average log-probability is below about -2300 for K = 10 and the run does not come back. (With
     the stable log-softmax the loss of a blown-up network stays finite, so finiteness alone would
-    miss it.)
+    miss it.) The guard only decides and words the error; the loop restores the weights.
     """
 
     FACTOR = 1000.0
@@ -142,54 +217,104 @@ class _DivergenceGuard:
     def __init__(self, n_classes, lr):
         self.n_classes, self.lr = n_classes, lr
         self.limit = None
-        self.last_good = None  # (epoch, loss); epoch 0 = the initial weights
+        self.last_accepted = None  # (epoch, loss); epoch 0 = the initial weights
 
     def accepts(self, epoch, loss):
         if self.limit is None and math.isfinite(loss):
             self.limit = self.FACTOR * max(loss, math.log(self.n_classes))
         if math.isfinite(loss) and loss <= self.limit:
-            self.last_good = (epoch, loss)
+            self.last_accepted = (epoch, loss)
             return True
         return False
 
-    def error(self, epoch, loss, history, state, good):
-        """Restore the last good weights, trim the history to them, and build the error."""
-        state.restore(good)
-        for values in (history.train_loss, history.train_acc, history.valid_loss, history.valid_acc, history.seconds):
-            del values[max(epoch - 1, 0):]
+    def error(self, epoch, loss, history):
+        """The :class:`DivergenceError` for a rejected ``loss`` of the weights after ``epoch``."""
         why = "not finite" if not math.isfinite(loss) else (
             f"above {self.limit:.3g}, {self.FACTOR:g} x the larger of the initial loss and log K")
         if epoch == 0:
             where = f"the initial weights give a training loss of {loss:.6g} ({why})"
         else:
             where = f"training diverged at epoch {epoch}: the training loss of its updated weights is {loss:.6g} ({why})"
-        if self.last_good is None:
-            last = "no good loss was seen"
+        if self.last_accepted is None:
+            last = "no loss was accepted"
         else:
-            when = "the initial weights" if self.last_good[0] == 0 else f"after epoch {self.last_good[0]}"
-            last = f"the last finite loss was {self.last_good[1]:.6g} ({when})"
+            when = "the initial weights" if self.last_accepted[0] == 0 else f"after epoch {self.last_accepted[0]}"
+            last = f"the last accepted loss was {self.last_accepted[1]:.6g} ({when})"
         return DivergenceError(
             f"{where}, lr={self.lr:g}; {last}. The model keeps those weights; try a smaller learning rate (--lr)",
-            epoch=epoch, lr=self.lr, last_finite_loss=None if self.last_good is None else self.last_good[1],
+            epoch=epoch, lr=self.lr, last_accepted_loss=None if self.last_accepted is None else self.last_accepted[1],
             history=history)
 
 
-def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, momentum, snapshot_into=None):
-    """One epoch of the seed's loop on the whole training set, as the training loop runs it.
+class _Recorder:
+    """The step both loops share: check a training loss, then record the metrics.
 
-    Returns (snapshot of the weights before the update, host metrics): the metrics are the
-    training loss and accuracy of the weights *before* the update (this epoch's forward pass)
-    and, with a validation set, its loss and accuracy *after* the update, in one device-to-host
-    copy (which also waits for the device).
+    A loss the guard rejects restores the last accepted weights, trims the history to them and
+    raises the guard's :class:`DivergenceError`.
     """
-    backend = state.backend
-    before = state.snapshot(into=snapshot_into)
-    loss, acc, grads = model.loss_and_grads(backend, state.params, X, labels, workspace="train_hidden")
-    state.update(grads, lr, momentum)
-    valid = []
-    if X_valid is not None:
-        valid = model.evaluate(backend, state.params, X_valid, labels_valid, workspace="valid_hidden")
-    return before, _metrics_to_host(backend, [loss, acc, *valid])
+
+    def __init__(self, state, lr, progress, epochs):
+        self.state = state
+        self.history = History()
+        self.guard = _DivergenceGuard(state.params["W2"].shape[1], lr)
+        self.bar = _Progress(progress, epochs, state.backend.name)
+
+    def train_metrics(self, epoch, loss_acc, restore_to):
+        """Training (loss, accuracy) of the weights after ``epoch`` (0: the initial weights)."""
+        loss, acc = loss_acc
+        if not self.guard.accepts(epoch, loss):
+            self.state.restore(restore_to)
+            self.history.truncate(max(epoch - 1, 0))
+            raise self.guard.error(epoch, loss, self.history)
+        if epoch >= 1:
+            self.history.train_loss.append(loss)
+            self.history.train_acc.append(acc)
+            self.bar.update(self.history)
+
+    def valid_metrics(self, loss_acc, seconds):
+        """Validation (loss, accuracy), if any, and the wall-clock seconds of the epoch that ends."""
+        if loss_acc:
+            self.history.valid_loss.append(loss_acc[0])
+            self.history.valid_acc.append(loss_acc[1])
+        self.history.seconds.append(seconds)
+
+
+# -------------------------------------------------------------- the loops
+def _full_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, momentum):
+    """The seed's loop: each epoch's forward pass also yields the previous weights' metrics."""
+    state = record.state
+    accepted = spare = None  # the last accepted weights; a snapshot whose buffers can be reused
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        pending, host = full_batch_epoch(state, X, labels, X_valid, labels_valid,
+                                         lr=lr, momentum=momentum, snapshot_into=spare)
+        # host[:2] are the metrics of the weights before this update, i.e. after epoch - 1
+        record.train_metrics(epoch - 1, host[:2], restore_to=accepted or pending)
+        spare, accepted = accepted, pending
+        record.valid_metrics(host[2:], time.perf_counter() - start)
+    start = time.perf_counter()  # the final weights' training metrics: one extra forward pass
+    host = _metrics(state, X, labels)
+    record.history.seconds[-1] += time.perf_counter() - start
+    record.train_metrics(epochs, host, restore_to=accepted)
+
+
+def _mini_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, momentum, batch_size, rng):
+    """Shuffled mini-batches, the order drawn on the host; metrics after each epoch."""
+    state, backend = record.state, record.state.backend
+    N = X.shape[0]
+    accepted = state.snapshot()
+    record.train_metrics(0, _metrics(state, X, labels), restore_to=accepted)
+    step = state.compiled(gradient_step, workspace="batch_hidden")
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        accepted = state.snapshot(into=accepted)
+        for batch in np.array_split(rng.permutation(N), math.ceil(N / batch_size)):
+            rows = backend.asarray(batch)
+            Xb, lb = backend.take_rows(X, rows), backend.take_rows(labels, rows)
+            state.params, state.velocities, _, _ = step(state.params, state.velocities, Xb, lb, lr, momentum)
+        host = _metrics(state, X, labels, X_valid, labels_valid)
+        record.train_metrics(epoch, host[:2], restore_to=accepted)
+        record.valid_metrics(host[2:], time.perf_counter() - start)
 
 
 def run_epochs(state, X, labels, X_valid=None, labels_valid=None, *, epochs, lr, momentum,
@@ -199,78 +324,17 @@ def run_epochs(state, X, labels, X_valid=None, labels_valid=None, *, epochs, lr,
     X (N, D) and labels (N,) are backend arrays already on the device. ``batch_size=None`` is
     full-batch gradient descent (the seed); an int gives mini-batches in an order drawn on the
     host from ``rng`` (a ``numpy.random.Generator``). When the training loss diverges (see
-    :class:`_DivergenceGuard`) the state is reset to the last weights whose loss was good and
+    :class:`_DivergenceGuard`) the state is reset to the last accepted weights and
     :class:`DivergenceError` is raised.
     """
-    backend = state.backend
-    N = X.shape[0]
-    has_valid = X_valid is not None
-    full_batch = batch_size is None or batch_size >= N
-    history = History()
-    bar = _Progress(progress, epochs, backend.name)
-
-    def valid_metrics():
-        if not has_valid:
-            return []
-        return list(model.evaluate(backend, state.params, X_valid, labels_valid, workspace="valid_hidden"))
-
-    def record_valid(values):
-        if has_valid:
-            history.valid_loss.append(values[0])
-            history.valid_acc.append(values[1])
-
-    guard = _DivergenceGuard(state.params["W2"].shape[1], lr)
-    # `good`: weights whose training loss the guard accepted; `pending`: weights not yet checked;
-    # `spare`: a snapshot no longer needed, whose buffers the next snapshot reuses.
-    good = spare = None
+    record = _Recorder(state, lr, progress, epochs)
     try:
-        if not full_batch:  # the initial loss, which the full-batch loop gets from its first forward
-            good = state.snapshot()
-            initial = _metrics_to_host(backend, model.evaluate(backend, state.params, X, labels, workspace="train_hidden"))
-            if not guard.accepts(0, initial[0]):
-                raise guard.error(0, initial[0], history, state, good)
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            if full_batch:
-                # the loss of the weights before this update arrives with this epoch's forward pass
-                pending, host = full_batch_epoch(state, X, labels, X_valid, labels_valid,
-                                                 lr=lr, momentum=momentum, snapshot_into=spare)
-                if not guard.accepts(epoch - 1, host[0]):
-                    raise guard.error(epoch - 1, host[0], history, state, good or pending)
-                spare, good = good, pending
-                if epoch > 1:  # the training metrics of the previous epoch's weights
-                    history.train_loss.append(host[0])
-                    history.train_acc.append(host[1])
-                record_valid(host[2:])
-            else:
-                good = state.snapshot(into=good)
-                for batch in np.array_split(rng.permutation(N), math.ceil(N / batch_size)):
-                    rows = backend.asarray(batch)
-                    Xb, lb = backend.take_rows(X, rows), backend.take_rows(labels, rows)
-                    _, _, grads = model.loss_and_grads(backend, state.params, Xb, lb, workspace="batch_hidden")
-                    state.update(grads, lr, momentum)
-                loss, acc = model.evaluate(backend, state.params, X, labels, workspace="train_hidden")
-                host = _metrics_to_host(backend, [loss, acc, *valid_metrics()])
-                if not guard.accepts(epoch, host[0]):
-                    raise guard.error(epoch, host[0], history, state, good)
-                history.train_loss.append(host[0])
-                history.train_acc.append(host[1])
-                record_valid(host[2:])
-            history.seconds.append(time.perf_counter() - start)
-            if not full_batch or epoch > 1:
-                bar.update(history)
-
-        if full_batch:  # training metrics of the final weights: one extra forward pass
-            start = time.perf_counter()
-            loss, acc = model.evaluate(backend, state.params, X, labels, workspace="train_hidden")
-            host = _metrics_to_host(backend, [loss, acc])
-            if not guard.accepts(epochs, host[0]):
-                raise guard.error(epochs, host[0], history, state, good)
-            history.train_loss.append(host[0])
-            history.train_acc.append(host[1])
-            history.seconds[-1] += time.perf_counter() - start
-            bar.update(history)
+        if batch_size is None or batch_size >= X.shape[0]:
+            _full_batch_loop(record, X, labels, X_valid, labels_valid, epochs=epochs, lr=lr, momentum=momentum)
+        else:
+            _mini_batch_loop(record, X, labels, X_valid, labels_valid, epochs=epochs, lr=lr, momentum=momentum,
+                             batch_size=batch_size, rng=rng)
     finally:
-        bar.close()
-        backend.release()
-    return history
+        record.bar.close()
+        state.backend.release()
+    return record.history

@@ -10,7 +10,8 @@ import pytest
 
 import fastmlp
 
-from .conftest import SHARED_SAMPLE, write_idx
+from .conftest import SHARED_SAMPLE
+from .helpers import write_idx
 
 
 def fastmlp_cli(*args, env=None, cwd=None, timeout=300):
@@ -128,7 +129,7 @@ def test_divergence_writes_nothing(tmp_path):
     result = fastmlp_cli("train", "--lr", "1000", "--epochs", "20", "--hidden", "50", "--out", str(out), "--no-progress")
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("fastmlp: error: training diverged at epoch ") and "lr=1000" in line and "last finite loss" in line
+    assert line.startswith("fastmlp: error: training diverged at epoch ") and "lr=1000" in line and "last accepted loss" in line
     assert not out.exists()
 
 

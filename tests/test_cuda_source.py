@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from fastmlp import ops
-from fastmlp.backends.cupy_ import _ROW_SOFTMAX_SOURCE
+from fastmlp.backends._cupy_kernels import ROW_SOFTMAX_SOURCE
 
 COMPILER = shutil.which("g++") or shutil.which("c++")
 
@@ -87,7 +87,7 @@ template <typename T> int run(FILE* in, FILE* out, long N, long K) {
 
 @pytest.fixture(scope="module")
 def kernel(build_folder):
-    run_binary = build(build_folder, "row_kernel", HARNESS % {"source": _ROW_SOFTMAX_SOURCE})
+    run_binary = build(build_folder, "row_kernel", HARNESS % {"source": ROW_SOFTMAX_SOURCE})
 
     def run(S, labels):
         N, K = S.shape
@@ -132,7 +132,7 @@ template <typename T> int run(FILE* in, FILE* out, long n, long) {
 
 def elementwise(folder, name):
     """Compile one ElementwiseKernel body the way CuPy binds it: inputs by value, outputs by reference."""
-    from fastmlp.backends.cupy_ import ELEMENTWISE
+    from fastmlp.backends._cupy_kernels import ELEMENTWISE
 
     inputs, outputs, operation = ELEMENTWISE[name]
     names_in = [p.split()[1] for p in inputs.split(",")]

@@ -9,7 +9,8 @@ import pytest
 from fastmlp import datasets
 from fastmlp.errors import InvalidInputError, MissingFileError
 
-from .conftest import SHARED_SAMPLE, write_idx
+from .conftest import SHARED_SAMPLE
+from .helpers import write_idx
 
 
 def tiny_images(n=20, seed=0):

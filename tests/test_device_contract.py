@@ -19,7 +19,7 @@ from fastmlp import model
 from fastmlp.backends import Backend
 from fastmlp.errors import DivergenceError
 
-from .conftest import TOLERANCE
+from .helpers import TOLERANCE
 
 ACCELERATOR = array_api_strict.Device("device1")
 HOST = array_api_strict.Device("CPU_DEVICE")

@@ -151,6 +151,8 @@ def test_only_https_is_accepted_for_remote_hosts(online):
 
 def test_ctrl_c_during_a_download_leaves_no_partial_file(server, online):
     server.broken["t10k-images-idx3-ubyte.gz"] = "stall"
+    # Ctrl-C raises KeyboardInterrupt even where the runner started with SIGINT ignored (a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
     timer.start()
     try:
@@ -158,6 +160,7 @@ def test_ctrl_c_during_a_download_leaves_no_partial_file(server, online):
             datasets.download_sample(online, base_url=server.url, retries=1, timeout=30)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert server.requests == ["t10k-images-idx3-ubyte.gz"]
     assert list(online.iterdir()) == []
 

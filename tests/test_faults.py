@@ -16,7 +16,7 @@ from fastmlp import model
 from fastmlp.backends import get_backend
 from fastmlp.errors import DivergenceError, FastMLPError, InvalidInputError, InvalidTypeError
 
-from .conftest import to_host
+from .helpers import to_host
 
 
 @pytest.fixture

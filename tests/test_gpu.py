@@ -10,7 +10,7 @@ import pytest
 import fastmlp
 from fastmlp.errors import DeviceMemoryError
 
-from .conftest import backend_params, usable_status
+from .helpers import backend_params, require_usable
 
 pytestmark = pytest.mark.gpu
 
@@ -18,9 +18,7 @@ pytestmark = pytest.mark.gpu
 @pytest.fixture(params=backend_params(["cupy"]))
 def cupy_backend(request):
     """The cupy module, where the cupy backend can run (else skipped, or failed under FASTMLP_REQUIRE_GPU=1)."""
-    status = usable_status(request.param)
-    if not status["usable"]:
-        pytest.skip(f"cupy backend not usable here: {status['reason']}")
+    require_usable(request.param)
     import cupy
 
     return cupy

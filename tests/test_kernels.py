@@ -12,7 +12,7 @@ import fastmlp
 from fastmlp.backends import get_backend
 from fastmlp.backends.base import Backend
 
-from .conftest import TOLERANCE, to_host
+from .helpers import TOLERANCE, to_host
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from fastmlp import model
 from fastmlp.backends import get_backend
 from fastmlp.backends.base import Backend
 
-from .conftest import TOLERANCE, to_host
+from .helpers import TOLERANCE, to_host
 from .seed_oracle import train as seed_train
 
 

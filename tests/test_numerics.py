@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from fastmlp import ops
 from fastmlp.backends import get_backend
 
-from .conftest import to_host
+from .helpers import to_host
 
 mpmath.mp.dps = 50
 RTOL = {"float32": 1e-5, "float64": 1e-12}

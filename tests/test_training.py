@@ -68,7 +68,7 @@ def test_same_seed_gives_bit_identical_weights_after_2_epochs(notmnist, backend_
         assert np.array_equal(finals[0][name], finals[1][name]), name
 
 
-def test_divergence_names_epoch_lr_and_last_finite_loss_and_keeps_finite_weights(notmnist, backend_name):
+def test_divergence_names_epoch_lr_and_last_accepted_loss_and_keeps_finite_weights(notmnist, backend_name):
     (X, y), (Xv, yv) = notmnist.train, notmnist.valid
     net = fastmlp.MLP(784, 100, 10, backend=backend_name, seed=0)
     with pytest.raises(DivergenceError) as raised:
@@ -76,13 +76,13 @@ def test_divergence_names_epoch_lr_and_last_finite_loss_and_keeps_finite_weights
     error = raised.value
     assert isinstance(error, FloatingPointError)
     assert f"epoch {error.epoch}" in str(error) and "lr=1000" in str(error)
-    assert error.last_finite_loss is not None and math.isfinite(error.last_finite_loss)
-    assert f"{error.last_finite_loss:.6g}" in str(error)
+    assert error.last_accepted_loss is not None and math.isfinite(error.last_accepted_loss)
+    assert f"{error.last_accepted_loss:.6g}" in str(error)
     params = net.params
     assert all(np.isfinite(v).all() for v in params.values())
     loss, _ = net.evaluate(X[:1000], y[:1000])
     assert math.isfinite(loss)
-    assert loss == pytest.approx(error.last_finite_loss, rel=1e-4)
+    assert loss == pytest.approx(error.last_accepted_loss, rel=1e-4)
     assert len(error.history.train_loss) == error.epoch - 1
 
 

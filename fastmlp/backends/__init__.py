@@ -9,7 +9,8 @@ Which backend runs is decided here, in this order:
 Values are case-insensitive; an empty value counts as unset. ``auto`` picks the best usable
 backend: ``cupy`` with a GPU, else ``numba`` if installed, else ``numpy``. An unknown name or a
 backend that cannot run raises; there is no silent fallback. Backend modules are imported only
-when chosen, so ``import fastmlp`` never imports Numba or CuPy.
+when chosen, so ``import fastmlp`` never imports Numba or CuPy, and importing this module does not
+import NumPy either (the command line sets thread options before NumPy loads).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 
 from ..errors import BackendError, InvalidInputError
-from .base import Backend
 
-__all__ = ["Backend", "BACKEND_NAMES", "ENV_VAR", "DEFAULT", "resolve_name", "get_backend", "backend_status"]
+__all__ = [
+    "Backend", "BACKEND_NAMES", "ENV_VAR", "DEFAULT", "BASELINE", "resolve_name", "get_backend", "backend_status",
+    "describe_choice", "prepare_threads",
+]
 
 #: name -> (module, class); the order is the order of ``fastmlp info``
 _REGISTRY = {
@@ -32,8 +36,21 @@ _REGISTRY = {
 BACKEND_NAMES = tuple(_REGISTRY)
 ENV_VAR = "FASTMLP_BACKEND"
 DEFAULT = "numpy"
+#: the backend the benchmark compares the others with
+BASELINE = DEFAULT
 _AUTO = "auto"
+_ALL = "all"
 _AUTO_ORDER = ("cupy", "numba", "numpy")
+#: backends whose kernels run on threads of their own between BLAS calls
+_THREADED_KERNELS = ("numba",)
+
+
+def __getattr__(name):  # the Backend class loads NumPy: import it on first use only
+    if name == "Backend":
+        from .base import Backend
+
+        return Backend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _normalise(value, source):
@@ -76,6 +93,8 @@ def get_backend(name=None):
     Raises InvalidInputError for an unknown name and BackendError when the backend cannot run
     here (its package missing, no usable device); the message says how to fix it.
     """
+    from .base import Backend
+
     if isinstance(name, Backend):
         return name
     return _load_class(resolve_name(name))()
@@ -90,3 +109,32 @@ def backend_status(name):
     except BackendError as exc:
         return {"name": name, "installed": installed, "usable": False, "reason": str(exc)}
     return {"name": name, "installed": installed, "usable": True, "reason": ""}
+
+
+def describe_choice():
+    """How the environment chooses the backend now, e.g. ``'numba (from FASTMLP_BACKEND)'``.
+
+    Never raises: an invalid ``FASTMLP_BACKEND`` is described with what is wrong."""
+    value = os.environ.get(ENV_VAR, "")
+    if not value.strip():
+        return f"{DEFAULT} ({ENV_VAR} unset)"
+    try:
+        return f"{resolve_name()} (from {ENV_VAR}={value!r})"
+    except InvalidInputError as exc:
+        return f"invalid: {exc}"
+
+
+def prepare_threads(requested):
+    """Let OpenBLAS workers sleep soon after each product when kernels with threads of their own
+    may run between products. Call before NumPy loads; a value the user set is kept.
+
+    OpenBLAS keeps its workers spinning for a while after each call; a kernel's threads then find
+    the cores taken and can run ten times slower. ``OPENBLAS_THREAD_TIMEOUT`` (read once, when
+    NumPy loads) shortens that. ``requested``: backend names as given (None: the environment's or
+    the default; ``auto`` and ``all`` may pick any backend).
+    """
+    if "numpy" in sys.modules:
+        return
+    names = [(name or os.environ.get(ENV_VAR) or DEFAULT).strip().lower() for name in requested]
+    if any(name in _THREADED_KERNELS + (_AUTO, _ALL) for name in names):
+        os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # 2**4 cycles of spinning, then sleep

@@ -20,7 +20,7 @@ import numpy as np
 from .. import ops, optim
 from ..errors import BackendError
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "InPlaceBackend"]
 
 
 class Backend:
@@ -111,6 +111,14 @@ class Backend:
         """The error to raise when the backend's device ran out of memory during ``exc``."""
         return exc
 
+    def compile_step(self, step):
+        """The seam for replayable epochs: ``step`` (a function of device arrays, and dicts of
+        them, that returns device arrays and never synchronises with the host) made into
+        something this backend can run fast again and again. Here: ``step`` itself, a plain
+        call. A backend may trace it (``jax.jit``) or capture it once and replay it (a CUDA
+        graph); the result must be a callable with the same signature and results."""
+        return step
+
     # --------------------------------------------------------- fused steps
     def matmul(self, A, B, *, workspace=None):
         """A @ B. ``workspace`` names a reusable output buffer; backends that can write into
@@ -153,3 +161,44 @@ class Backend:
     def momentum_update(self, param, velocity, grad, lr, momentum):
         """v <- momentum·v + lr·g; θ <- θ - v. Returns (θ, v), in place where the backend can."""
         return optim.momentum_step(param, velocity, grad, lr, momentum)
+
+
+class InPlaceBackend(Backend):
+    """Parent of the backends whose arrays are written in place into reused buffers.
+
+    ``lib`` is the array library itself (NumPy, CuPy), which offers ``out=`` products and
+    ``copyto``; a subclass states only its library, its transfers and its element-wise kernels:
+    :meth:`bias_relu`, :meth:`relu_backward_into` and :meth:`momentum_update`.
+    """
+
+    def __init__(self, xp, lib):
+        super().__init__(xp)
+        self.lib = lib
+
+    def copy(self, array, into=None):
+        if into is not None and into.shape == array.shape and into.dtype == array.dtype:
+            self.lib.copyto(into, array)
+            return into
+        return array.copy()
+
+    def take_rows(self, array, row_indices):
+        return array[row_indices]
+
+    def matmul(self, A, B, *, workspace=None):
+        if workspace is None:
+            return A @ B
+        out = self._buffer(workspace, (A.shape[0], B.shape[1]), np.result_type(A.dtype, B.dtype))
+        return self.lib.matmul(A, B, out=out)
+
+    def relu_backward_into(self, A1, dA1):
+        """d1 = dA1 ⊙ [A1 > 0], written over A1 or dA1 (the backend's choice).  (N, H), (N, H) -> (N, H)"""
+        raise NotImplementedError
+
+    def hidden_backward(self, A1, d2, W2):
+        N, H = A1.shape
+        dW2 = A1.T @ d2                                                              # H×K
+        db2 = d2.sum(axis=0)                                                         # K
+        dA1 = self.lib.matmul(d2, W2.T, out=self._buffer("dA1", (N, H), A1.dtype))  # N×H: d2 W2ᵀ
+        d1 = self.relu_backward_into(A1, dA1)                                        # N×H: ⊙ [S1 > 0]
+        db1 = d1.sum(axis=0)                                                         # H
+        return dW2, db2, d1, db1

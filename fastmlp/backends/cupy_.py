@@ -12,53 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BackendError, DeviceMemoryError
-from .base import Backend
+from ._cupy_kernels import ELEMENTWISE, ROW_SOFTMAX_SOURCE
+from .base import InPlaceBackend
 
-__all__ = ["CupyBackend", "ELEMENTWISE"]
+__all__ = ["CupyBackend"]
 
-# One thread per row of logits (K is small): stable log-sum-exp, loss, first argmax and,
-# when d2 is given, d2 = (softmax - onehot) / N. Per-row loss and hit are summed by CuPy.
-_ROW_SOFTMAX_SOURCE = r"""
-template <typename T>
-__global__ void row_softmax_xent(const T* S, const long long* labels, int N, int K,
-                                 int want_grad, T* d2, double* row_loss, double* row_hit) {
-    int n = blockDim.x * blockIdx.x + threadIdx.x;
-    if (n >= N) return;
-    const T* s = S + (long long)n * K;
-    T top = s[0];
-    int arg = 0;
-    for (int k = 1; k < K; ++k) {
-        if (s[k] > top) { top = s[k]; arg = k; }
-    }
-    double total = 0.0;
-    for (int k = 0; k < K; ++k) total += exp((double)s[k] - (double)top);
-    double log_z = log(total);
-    long long label = labels[n];
-    row_loss[n] = log_z - ((double)s[label] - (double)top);
-    row_hit[n] = (arg == label) ? 1.0 : 0.0;
-    if (want_grad) {
-        double inv_n = 1.0 / N;
-        for (int k = 0; k < K; ++k) {
-            double p = exp((double)s[k] - (double)top - log_z);
-            d2[(long long)n * K + k] = (T)(((k == label) ? p - 1.0 : p) * inv_n);
-        }
-    }
-}
-"""
-
-
-#: element-wise kernels: name -> (inputs, outputs, body). Outputs are read and written in place.
-ELEMENTWISE = {
-    # s <- relu(s + b), b broadcast along rows; NaN stays NaN
-    "bias_relu": ("T b", "T s", "T v = s + b; s = (v < (T)0) ? (T)0 : v;"),
-    # g <- g ⊙ [a > 0]
-    "relu_backward": ("T a", "T g", "g = (a > (T)0) ? g : (T)0;"),
-    # v <- mu·v + lr·g; p <- p - v
-    "momentum": ("T g, T lr, T mu", "T p, T v", "v = mu * v + lr * g; p -= v;"),
-}
-
-
-class CupyBackend(Backend):
+class CupyBackend(InPlaceBackend):
     """CuPy on the current CUDA device."""
 
     name = "cupy"
@@ -85,7 +44,7 @@ class CupyBackend(Backend):
             ) from None
         import array_api_compat.cupy as xp
 
-        super().__init__(xp)
+        super().__init__(xp, cupy)
         self._cupy = cupy
 
     def _compile_kernels(self, cupy):
@@ -94,7 +53,7 @@ class CupyBackend(Backend):
         self._mask_grad = kernels["relu_backward"]
         self._momentum = kernels["momentum"]
         module = cupy.RawModule(
-            code=_ROW_SOFTMAX_SOURCE, options=("-std=c++14",),
+            code=ROW_SOFTMAX_SOURCE, options=("-std=c++14",),
             name_expressions=["row_softmax_xent<float>", "row_softmax_xent<double>"])
         self._row_softmax = {
             np.dtype(np.float32): module.get_function("row_softmax_xent<float>"),
@@ -127,15 +86,6 @@ class CupyBackend(Backend):
     def synchronize(self):
         self._cupy.cuda.get_current_stream().synchronize()
 
-    def copy(self, array, into=None):
-        if into is not None and into.shape == array.shape and into.dtype == array.dtype:
-            self._cupy.copyto(into, array)
-            return into
-        return array.copy()
-
-    def take_rows(self, array, row_indices):
-        return array[row_indices]
-
     def release(self):
         super().release()
         self._cupy.get_default_memory_pool().free_all_blocks()
@@ -147,12 +97,6 @@ class CupyBackend(Backend):
             "(mini-batches need less device memory than the full batch)")
 
     # --------------------------------------------------------- fused steps
-    def matmul(self, A, B, *, workspace=None):
-        if workspace is None:
-            return A @ B
-        out = self._buffer(workspace, (A.shape[0], B.shape[1]), np.result_type(A.dtype, B.dtype))
-        return self._cupy.matmul(A, B, out=out)
-
     def bias_relu(self, S, b):
         self._bias_relu(b, S)
         return S
@@ -179,15 +123,9 @@ class CupyBackend(Backend):
     def logits_loss_acc(self, S, labels):
         return self._row_metrics(S, labels, None)
 
-    def hidden_backward(self, A1, d2, W2):
-        cupy = self._cupy
-        N, H = A1.shape
-        dW2 = A1.T @ d2                                                        # H×K
-        db2 = d2.sum(axis=0)                                                   # K
-        d1 = cupy.matmul(d2, W2.T, out=self._buffer("d1", (N, H), A1.dtype))   # N×H: d2 W2ᵀ
-        self._mask_grad(A1, d1)                                                # N×H: ⊙ [S1 > 0]
-        db1 = d1.sum(axis=0)                                                   # H
-        return dW2, db2, d1, db1
+    def relu_backward_into(self, A1, dA1):
+        self._mask_grad(A1, dA1)                                               # dA1 <- dA1 ⊙ [A1 > 0]
+        return dA1
 
     def momentum_update(self, param, velocity, grad, lr, momentum):
         scalar = param.dtype.type

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import io
+from fastmlp import files, weights
 from fastmlp.errors import InvalidInputError, MissingFileError, StorageError
 
 
@@ -60,16 +60,16 @@ def _fail_on_call(original, call, error):
 
 
 INJECTIONS = [
-    ("first array", io, "_write_member", 1, OSError(errno.ENOSPC, "No space left on device")),
-    ("second array", io, "_write_member", 2, OSError(errno.ENOSPC, "No space left on device")),
-    ("third array, Ctrl-C", io, "_write_member", 3, KeyboardInterrupt()),
-    ("fourth array, bug", io, "_write_member", 4, Injected("bug while writing")),
+    ("first array", weights, "_write_member", 1, OSError(errno.ENOSPC, "No space left on device")),
+    ("second array", weights, "_write_member", 2, OSError(errno.ENOSPC, "No space left on device")),
+    ("third array, Ctrl-C", weights, "_write_member", 3, KeyboardInterrupt()),
+    ("fourth array, bug", weights, "_write_member", 4, Injected("bug while writing")),
     ("npy writer", np.lib.format, "write_array", 2, OSError(errno.EIO, "I/O error")),
     ("metadata", zipfile.ZipFile, "writestr", 1, OSError(errno.ENOSPC, "No space left on device")),
     ("fsync", os, "fsync", 1, OSError(errno.EIO, "I/O error")),
     ("fsync, Ctrl-C", os, "fsync", 1, KeyboardInterrupt()),
     ("replace", os, "replace", 1, OSError(errno.EXDEV, "Invalid cross-device link")),
-    ("temporary file", io.tempfile, "mkstemp", 1, OSError(errno.EACCES, "Permission denied")),
+    ("temporary file", files.tempfile, "mkstemp", 1, OSError(errno.EACCES, "Permission denied")),
 ]
 
 

@@ -4,9 +4,8 @@ Format: a zip archive (NumPy's ``.npz`` layout) with one ``.npy`` member per par
 ``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes and
 the fastmlp version that wrote it.
 
-Saving writes a temporary file in the target folder, flushes it to disk and ``os.replace``s it
-over the target: an interrupted save (exception, Ctrl-C, full disk) leaves the old file as it
-was and removes the temporary file. Loading reads the zip's directory first and refuses members
+Saving goes through :func:`fastmlp.files.atomic_write`: an interrupted save (exception, Ctrl-C,
+full disk) leaves the old file as it was. Loading reads the zip's directory first and refuses members
 larger than the declared shapes before decompressing anything; arrays are read with
 ``allow_pickle=False``, so no code in a file ever runs.
 """
@@ -15,53 +14,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingFileError, StorageError
+from .errors import InvalidInputError, MissingFileError
+from .files import atomic_write
 from .model import PARAM_NAMES
 from .validation import DTYPES
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights", "atomic_write"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights"]
 
 FORMAT = "fastmlp-weights"
 FORMAT_VERSION = 1
 _METADATA = "metadata.json"
 _MAX_METADATA_BYTES = 64 * 1024
 _MAX_NPY_HEADER_BYTES = 4096
-
-
-def atomic_write(path, write):
-    """Call ``write(binary_file)`` on a temporary file next to ``path``, then replace ``path``.
-
-    On any failure the temporary file is removed, ``path`` is untouched, and an OSError becomes a
-    :class:`StorageError` naming the path.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise StorageError(f"cannot write {path}: the folder {folder} does not exist")
-    tmp_name = None
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}; the existing file (if any) is unchanged") from exc
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
 
 
 def _write_member(archive, name, array):

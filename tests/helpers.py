@@ -1,0 +1,64 @@
+"""Helpers the tests share (fixtures live in conftest.py; these are plain functions and constants).
+
+Import them with ``from .helpers import ...``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from fastmlp.backends import BACKEND_NAMES, backend_status
+
+REQUIRE_GPU = os.environ.get("FASTMLP_REQUIRE_GPU") == "1"
+#: FASTMLP_BACKEND restricts the backend-parametrised tests to that backend (the GPU job sets cupy)
+ONLY_BACKEND = (os.environ.get("FASTMLP_BACKEND") or "").strip().lower()
+#: backends that need a GPU: marked ``gpu``, and required under FASTMLP_REQUIRE_GPU=1
+GPU_BACKENDS = ("cupy",)
+
+#: tolerance of a backend against float64 NumPy, per dtype: (rtol, atol)
+TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}
+
+
+def require_usable(name):
+    """Skip the calling test, with the reason, unless backend ``name`` can run here.
+
+    Under FASTMLP_REQUIRE_GPU=1 a GPU backend that cannot run fails the test instead."""
+    status = backend_status(name)
+    if status["usable"]:
+        return
+    if name in GPU_BACKENDS and REQUIRE_GPU:
+        pytest.fail(f"FASTMLP_REQUIRE_GPU=1 but the {name} backend cannot run: {status['reason']}")
+    pytest.skip(f"{name} backend not usable here: {status['reason']}")
+
+
+def backend_params(names=BACKEND_NAMES):
+    """pytest params over backends, each with a readable id and an honest skip reason."""
+    params = []
+    for name in names:
+        marks = [pytest.mark.gpu] if name in GPU_BACKENDS else []
+        if ONLY_BACKEND and ONLY_BACKEND not in ("auto",) and name != ONLY_BACKEND:
+            marks.append(pytest.mark.skip(reason=f"FASTMLP_BACKEND={ONLY_BACKEND} restricts the run to that backend"))
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+def to_host(array):
+    """Any backend array -> NumPy (CuPy arrays refuse implicit conversion)."""
+    return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
+
+
+def write_idx(path, array, *, magic=None, dtype_byte=0x08, compress=None):
+    """Write ``array`` as an MNIST idx file (gzip-compressed for a .gz name unless ``compress`` says)."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, dtype_byte, array.ndim) if magic is None else struct.pack(">I", magic)
+    header += b"".join(struct.pack(">I", n) for n in array.shape)
+    data = header + array.tobytes()
+    if compress if compress is not None else str(path).endswith(".gz"):
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    return path
