@@ -185,6 +185,4 @@ def sweep(backends="all", *, dtype="float32", hiddens=(100, 250, 500, 1000, 2000
 
 def write_json(data, path):
     """Write benchmark results as JSON, atomically."""
-    from .files import atomic_write
-
-    atomic_write(path, lambda handle: handle.write(json.dumps(data, indent=1).encode()))
+    write_text(path, json.dumps(data, indent=1))
