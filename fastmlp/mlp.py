@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import model, train, weights
 from .backends import get_backend
 from .errors import InvalidInputError
+from .memory import ensure_fits, host_memory_errors
 from .optim import INITIAL_VELOCITY
 from .validation import check_dtype, check_features, check_hyperparameters, check_labels, check_positive_int
 
@@ -18,7 +21,9 @@ class MLP:
 
     Parameters are Xavier-initialised on the host with ``numpy.random.default_rng(seed)``, so every
     backend starts from identical weights. ``backend`` is a name (``numpy``, ``numba``, ``cupy``,
-    ``auto``) or None for ``FASTMLP_BACKEND`` / the default.
+    ``auto``) or None for ``FASTMLP_BACKEND`` / the default; ``dtype`` is float32 (also for None)
+    or float64. A model that cannot fit in the host's memory raises
+    :class:`~fastmlp.errors.HostMemoryError` before anything is allocated.
     """
 
     def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0):
@@ -29,8 +34,11 @@ class MLP:
             raise InvalidInputError(f"n_out must be at least 2 classes, got {n_out}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
-        dtype = check_dtype(dtype)
-        self._setup(model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype), backend, dtype)
+        dtype = check_dtype("float32" if dtype is None else dtype)
+        doing = f"creating MLP({n_in}, {n_hidden}, {n_out})"
+        ensure_fits(8 * sum(math.prod(s) for s in model.param_shapes(n_in, n_hidden, n_out).values()), doing)
+        with host_memory_errors(doing):  # drawn in float64 on the host, then cast
+            self._setup(model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype), backend, dtype)
         self.seed = int(seed)
 
     def _setup(self, host_params, backend, dtype):
@@ -45,7 +53,8 @@ class MLP:
 
     @classmethod
     def from_params(cls, params, *, backend=None, dtype=None):
-        """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}."""
+        """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)},
+        K >= 2 like the constructor's ``n_out``; ``dtype=None`` keeps W1's dtype."""
         if not hasattr(params, "keys"):
             raise InvalidInputError(f"params must be a mapping of {', '.join(model.PARAM_NAMES)}, got {type(params).__name__}")
         host = {k: np.asarray(v) for k, v in params.items()}
@@ -60,6 +69,8 @@ class MLP:
             if host["W1"].ndim != 2 or host["W2"].ndim != 2:
                 problems.append(f"W1 and W2 must be 2-D, got shapes {host['W1'].shape} and {host['W2'].shape}")
             else:
+                if host["W2"].shape[1] < 2:
+                    problems.append(f"W2 has {host['W2'].shape[1]} output column(s); at least 2 classes are needed")
                 expected = model.param_shapes(host["W1"].shape[0], host["W1"].shape[1], host["W2"].shape[1])
                 problems += [f"{k} has shape {host[k].shape}, expected {expected[k]}"
                              for k in model.PARAM_NAMES if host[k].shape != expected[k]]
@@ -72,7 +83,8 @@ class MLP:
             raise InvalidInputError("invalid parameters: " + "; ".join(problems))
         dtype = check_dtype(dtype if dtype is not None else host["W1"].dtype)
         self = cls.__new__(cls)
-        self._setup(host, backend, dtype)
+        with host_memory_errors("copying the parameters to the backend"):
+            self._setup(host, backend, dtype)
         return self
 
     # ------------------------------------------------------------ facts

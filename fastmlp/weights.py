@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from .errors import InvalidInputError, MissingFileError
 from .files import atomic_write
+from .memory import ensure_fits, host_memory_errors
 from .model import PARAM_NAMES
 from .validation import DTYPES
 
@@ -105,6 +107,56 @@ def _declared_layout(metadata, problems):
     return dtype, declared
 
 
+def _check_member_sizes(declared, members, itemsize, problems):
+    """Each member's stated size against its declared shape, before decompressing anything."""
+    for name, shape in declared.items():
+        info = members.get(f"{name}.npy")
+        if info is None:
+            continue
+        payload = math.prod(shape) * itemsize
+        if info.file_size > payload + _MAX_NPY_HEADER_BYTES:
+            problems.append(
+                f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
+                f"shape {shape} allows ({payload + _MAX_NPY_HEADER_BYTES}); refused without decompressing")
+
+
+def _member_header(archive, name):
+    """(shape, dtype) from a member's .npy header, without reading its data."""
+    fmt = np.lib.format
+    with archive.open(f"{name}.npy") as member:
+        version = fmt.read_magic(member)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+    return shape, dtype
+
+
+def _read_member(archive, name, declared_shape, problems):
+    """One array, read without pickle; None (and a problem recorded) when it cannot be."""
+    try:
+        shape, dtype = _member_header(archive, name)
+        if dtype.hasobject:
+            problems.append(f"{name} cannot be read without pickle (it holds objects, dtype {dtype}); refused")
+            return None
+        if shape != declared_shape:  # checked before NumPy allocates what the header says
+            problems.append(f"{name} has shape {shape}, metadata says {declared_shape}")
+            return None
+        needed = math.prod(shape) * dtype.itemsize
+        if archive.getinfo(f"{name}.npy").file_size < needed:
+            problems.append(f"{name}.npy is truncated: {archive.getinfo(f'{name}.npy').file_size} bytes, "
+                            f"its shape {shape} needs {needed} bytes of data")
+            return None
+        with archive.open(f"{name}.npy") as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):  # object arrays need pickle: refused
+            problems.append(f"{name} cannot be read without pickle ({exc}); refused")
+        else:
+            problems.append(f"{name} is truncated or corrupt ({exc})")
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        problems.append(f"{name} is corrupt ({exc})")
+    return None
+
+
 def load_weights(path):
     """Read a weights file -> ({'W1', 'b1', 'W2', 'b2'} -> host arrays, metadata dict).
 
@@ -113,7 +165,10 @@ def load_weights(path):
     """
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"weights file {path} does not exist")
+        if not os.path.lexists(path):
+            raise MissingFileError(f"weights file {path} does not exist")
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise InvalidInputError(f"weights file {path} is {kind}; pass the path of a .npz weights file")
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -133,26 +188,14 @@ def load_weights(path):
             problems.append(f"missing arrays: {', '.join(missing)}")
         if extra:
             problems.append(f"unexpected members: {', '.join(extra)}")
-        itemsize = np.dtype(dtype).itemsize if dtype else 8
-        for name, shape in declared.items():
-            info = members.get(f"{name}.npy")
-            limit = math.prod(shape) * itemsize + _MAX_NPY_HEADER_BYTES
-            if info is not None and info.file_size > limit:
-                problems.append(
-                    f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
-                    f"shape {shape} allows ({limit}); refused without decompressing"
-                )
+        _check_member_sizes(declared, members, np.dtype(dtype).itemsize if dtype else 8, problems)
         if problems:
             raise InvalidInputError(f"{path} is not a valid fastmlp weights file: " + "; ".join(problems))
-        params = {}
-        for name in PARAM_NAMES:
-            try:
-                with archive.open(f"{name}.npy") as member:
-                    params[name] = np.lib.format.read_array(member, allow_pickle=False)
-            except ValueError as exc:  # object arrays need pickle: refused
-                problems.append(f"{name} cannot be read without pickle ({exc}); refused")
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                problems.append(f"{name} is corrupt ({exc})")
+        ensure_fits(sum(math.prod(shape) for shape in declared.values()) * np.dtype(dtype).itemsize,
+                    f"loading {path}")
+        with host_memory_errors(f"loading {path}"):
+            params = {name: _read_member(archive, name, declared[name], problems) for name in PARAM_NAMES}
+        params = {name: array for name, array in params.items() if array is not None}
     for name, array in params.items():
         if array.dtype.name != dtype:
             problems.append(f"{name} has dtype {array.dtype}, metadata says {dtype}")
