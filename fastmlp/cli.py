@@ -241,7 +241,10 @@ def _info(args):
     facts = {"fastmlp": __version__, **_sysinfo.machine_info(), **_sysinfo.blas_info()}
     for key, value in facts.items():
         print(f"{key}: {value}")
-    print(f"chosen by default: {describe_choice()}")
+    choice = describe_choice()
+    print(f"chosen by default: {choice}")
+    if choice.startswith("invalid"):
+        print(f"fastmlp: warning: {choice.removeprefix('invalid: ')}", file=sys.stderr)
     print("backends:")
     for name in BACKEND_NAMES:
         status = backend_status(name)

@@ -356,11 +356,11 @@ def load_notmnist(path=None, *, dtype="float32"):
 
     ``path``: a ``notMNIST.npz``, an idx images file (``*-images-idx3-ubyte[.gz]``, its labels file
     beside it), or a folder holding either; None looks in FASTMLP_DATA, then the sample shipped
-    with the package, then the cache (downloading).
+    with the package, then the cache (downloading). ``dtype``: float32 (also for None) or float64.
     """
     from .validation import check_dtype
 
-    dtype = check_dtype(dtype)
+    dtype = check_dtype("float32" if dtype is None else dtype)
     source = find_data(path)
     with host_memory_errors(f"loading {source}"):
         if source.is_dir():
