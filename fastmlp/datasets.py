@@ -57,7 +57,7 @@ EMBEDDED_SAMPLE = Path(__file__).resolve().parent / "data" / "notmnist"
 MIN_SAMPLES = 5
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
-_CHUNK = 1 << 24  # bytes decompressed at a time
+_CHUNK = 1 << 20  # bytes decompressed at a time
 _SPLIT_SEED = 521
 _IDX_UBYTE = 0x08
 _IMAGES_SUFFIX = "-images-idx3-ubyte"
@@ -230,7 +230,7 @@ def _pixel_table_or_floats(images, dtype):
         allowed = "integer pixels must be 0-255"
     if bad is not None and bad.any():
         index = _first_bad(bad)
-        raise InvalidInputError(f"images{list(index)} = {images[index]!r} (dtype {images.dtype}): {allowed}")
+        raise InvalidInputError(f"images{list(index)} = {images[index].item()!r} (dtype {images.dtype}): {allowed}")
     n = len(images)
     if np.issubdtype(images.dtype, np.floating):
         return lambda order: images.reshape(n, -1)[order].astype(dtype)
