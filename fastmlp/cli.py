@@ -234,6 +234,13 @@ def _bench(args):
     return 0
 
 
+def _print_choice(choice):
+    """The default backend's line; an invalid FASTMLP_BACKEND also gets a warning on stderr."""
+    print(f"chosen by default: {choice}")
+    if choice.startswith("invalid"):
+        print(f"fastmlp: warning: {choice.removeprefix('invalid: ')}", file=sys.stderr)
+
+
 def _info(args):
     from . import __version__, _sysinfo
     from .backends import BACKEND_NAMES, backend_status, describe_choice, get_backend
@@ -241,10 +248,7 @@ def _info(args):
     facts = {"fastmlp": __version__, **_sysinfo.machine_info(), **_sysinfo.blas_info()}
     for key, value in facts.items():
         print(f"{key}: {value}")
-    choice = describe_choice()
-    print(f"chosen by default: {choice}")
-    if choice.startswith("invalid"):
-        print(f"fastmlp: warning: {choice.removeprefix('invalid: ')}", file=sys.stderr)
+    _print_choice(describe_choice())
     print("backends:")
     for name in BACKEND_NAMES:
         status = backend_status(name)

@@ -107,6 +107,16 @@ def _declared_layout(metadata, problems):
     return dtype, declared
 
 
+def _check_member_names(members, problems):
+    expected_members = {f"{name}.npy" for name in PARAM_NAMES} | {_METADATA}
+    missing = sorted(n[:-4] for n in expected_members - set(members) if n != _METADATA)
+    extra = sorted(set(members) - expected_members)
+    if missing:
+        problems.append(f"missing arrays: {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected members: {', '.join(extra)}")
+
+
 def _check_member_sizes(declared, members, itemsize, problems):
     """Each member's stated size against its declared shape, before decompressing anything."""
     for name, shape in declared.items():
@@ -181,13 +191,7 @@ def load_weights(path):
         problems = []
         dtype, declared = _declared_layout(metadata, problems)
         members = {info.filename: info for info in archive.infolist()}
-        expected_members = {f"{name}.npy" for name in PARAM_NAMES} | {_METADATA}
-        missing = sorted(n[:-4] for n in expected_members - set(members) if n != _METADATA)
-        extra = sorted(set(members) - expected_members)
-        if missing:
-            problems.append(f"missing arrays: {', '.join(missing)}")
-        if extra:
-            problems.append(f"unexpected members: {', '.join(extra)}")
+        _check_member_names(members, problems)
         _check_member_sizes(declared, members, np.dtype(dtype).itemsize if dtype else 8, problems)
         if problems:
             raise InvalidInputError(f"{path} is not a valid fastmlp weights file: " + "; ".join(problems))
