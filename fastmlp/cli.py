@@ -82,6 +82,20 @@ def _float(text):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def _learning_rate(text):
+    value = _float(text)
+    if not (value > 0 and value != float("inf")):  # NaN fails too
+        raise argparse.ArgumentTypeError(f"the learning rate must be a finite number > 0, got {text}")
+    return value
+
+
+def _momentum(text):
+    value = _float(text)
+    if not 0 <= value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"momentum must be in [0, 1), got {text}")
+    return value
+
+
 def _list(text):
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts:
@@ -102,8 +116,8 @@ def build_parser():
     train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the cache)")
     train.add_argument("--epochs", type=_positive_int, default=200, help="epochs (default 200)")
     train.add_argument("--hidden", type=_positive_int, default=1000, help="hidden units H (default 1000)")
-    train.add_argument("--lr", type=_float, default=0.1, help="learning rate (default 0.1)")
-    train.add_argument("--momentum", type=_float, default=0.9, help="momentum in [0, 1) (default 0.9)")
+    train.add_argument("--lr", type=_learning_rate, default=0.1, help="learning rate (default 0.1)")
+    train.add_argument("--momentum", type=_momentum, default=0.9, help="momentum in [0, 1) (default 0.9)")
     train.add_argument("--batch-size", type=_positive_int, default=None, help="mini-batch size (default: full batch)")
     train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto (default: ${ENV_VAR}, then {DEFAULT})")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidInputError, InvalidTypeError, MissingFileError, StorageError
-from .memory import host_memory_errors
+from .memory import ensure_fits, host_memory_errors
 
 __all__ = [
     "NotMNIST", "load_notmnist", "read_idx", "read_npz", "split", "find_data", "download_sample",
@@ -170,11 +170,31 @@ def _check_pair(images, labels, source):
                                 f"in [{labels.min()}, {labels.max()}]")
 
 
+def _check_npz_sizes(path):
+    """Each array's stored size against the shape its header declares, before NumPy allocates it."""
+    from .weights import npy_header
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                shape, dtype = npy_header(archive, info.filename)
+                needed = math.prod(shape) * dtype.itemsize
+                if not dtype.hasobject and info.file_size < needed:
+                    raise InvalidInputError(f"{path}: {info.filename} is truncated: {info.file_size} bytes, "
+                                            f"its shape {shape} needs {needed} bytes of data")
+                ensure_fits(needed, f"reading {info.filename} of {path}")
+    except (ValueError, EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"{path}: a member is truncated or corrupt ({exc})") from None
+
+
 def read_npz(path):
     """The course's ``notMNIST.npz`` -> (images (n, 28, 28) uint8, labels (n,))."""
     path = _check_regular_file(path)
     if not zipfile.is_zipfile(path):
         raise InvalidInputError(f"{path} is not a readable .npz file (not a zip archive; truncated or another format)")
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = sorted(archive.files)

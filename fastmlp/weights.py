@@ -26,7 +26,7 @@ from .memory import ensure_fits, host_memory_errors
 from .model import PARAM_NAMES
 from .validation import DTYPES
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights", "npy_header"]
 
 FORMAT = "fastmlp-weights"
 FORMAT_VERSION = 1
@@ -130,10 +130,10 @@ def _check_member_sizes(declared, members, itemsize, problems):
                 f"shape {shape} allows ({payload + _MAX_NPY_HEADER_BYTES}); refused without decompressing")
 
 
-def _member_header(archive, name):
-    """(shape, dtype) from a member's .npy header, without reading its data."""
+def npy_header(archive, member_name):
+    """(shape, dtype) from the header of an .npy member of a zip archive, without reading its data."""
     fmt = np.lib.format
-    with archive.open(f"{name}.npy") as member:
+    with archive.open(member_name) as member:
         version = fmt.read_magic(member)
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read_header(member)
@@ -143,7 +143,7 @@ def _member_header(archive, name):
 def _read_member(archive, name, declared_shape, problems):
     """One array, read without pickle; None (and a problem recorded) when it cannot be."""
     try:
-        shape, dtype = _member_header(archive, name)
+        shape, dtype = npy_header(archive, f"{name}.npy")
         if dtype.hasobject:
             problems.append(f"{name} cannot be read without pickle (it holds objects, dtype {dtype}); refused")
             return None

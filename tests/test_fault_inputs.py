@@ -288,3 +288,16 @@ def test_documents_cited_in_docstrings_exist():
         cited |= {(path.name, m) for m in re.findall(r"\bdocs/[\w.-]+\.md\b", path.read_text())}
     missing = [(name, doc) for name, doc in cited if not (REPO / doc).is_file()]
     assert missing == []
+
+
+def test_an_npz_whose_header_promises_more_than_it_holds(tmp_path):
+    with zipfile.ZipFile(tmp_path / "notMNIST.npz", "w") as archive:
+        with archive.open("images.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False,
+                                                          "shape": (100_000_000, 28, 28)})
+            member.write(bytes(1000))
+        with archive.open("labels.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(10, np.uint8))
+    with pytest.raises(InvalidInputError, match=r"images.npy is truncated: \d+ bytes, its shape \(100000000, 28, 28\) "
+                                                r"needs 78400000000 bytes"):
+        datasets.load_notmnist(tmp_path)
