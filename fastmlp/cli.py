@@ -225,8 +225,12 @@ def _verdict(history, train_labels):
 
 def _bench(args):
     from . import benchmark, plotting
+    from .files import check_file_destination
     from .validation import check_dtype
 
+    for flag, path in (("--json", args.json), ("--plot", args.plot), ("--sweep-plot", args.sweep and args.sweep_plot)):
+        if path:
+            check_file_destination(path, name=flag)  # before the benchmark, not after
     dtypes = [check_dtype(d) for d in args.dtype]
     names = args.backends
     if names != ["all"]:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from .errors import StorageError
 
-__all__ = ["atomic_write", "write_text", "check_destination", "run_folder", "default_run_name"]
+__all__ = ["atomic_write", "write_text", "check_destination", "check_file_destination", "run_folder",
+           "default_run_name"]
 
 #: signals whose handlers could interrupt a rename or a clean-up half-way
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -134,6 +135,22 @@ def check_destination(destination, *, overwrite=False, name="--out"):
     except OSError as exc:
         raise StorageError(f"{name} {destination}: cannot create a folder in {existing} "
                            f"({exc.strerror or exc}); choose another path") from None
+    return path
+
+
+def check_file_destination(path, *, name):
+    """Validate where one output file will go, before any work: its folder exists and takes a new
+    file, and the path is not a folder. Raises :class:`StorageError` starting with ``name``."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    if path.is_dir():
+        raise StorageError(f"{name} {path}: is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise StorageError(f"{name} {path}: the folder {path.parent} does not exist")
+    try:
+        with _signals_deferred():
+            os.rmdir(_make_temporary(path.parent, "probe"))
+    except OSError as exc:
+        raise StorageError(f"{name} {path}: cannot write in {path.parent} ({exc.strerror or exc})") from None
     return path
 
 

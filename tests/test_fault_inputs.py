@@ -301,3 +301,10 @@ def test_an_npz_whose_header_promises_more_than_it_holds(tmp_path):
     with pytest.raises(InvalidInputError, match=r"images.npy is truncated: \d+ bytes, its shape \(100000000, 28, 28\) "
                                                 r"needs 78400000000 bytes"):
         datasets.load_notmnist(tmp_path)
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot"])
+def test_bench_checks_its_output_files_before_timing_anything(tmp_path, flag):
+    result = cli("bench", "--backends", "numpy", flag, str(tmp_path / "missing" / "out.x"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"fastmlp: error: {flag} {tmp_path / 'missing' / 'out.x'}: the folder {tmp_path / 'missing'} does not exist"
