@@ -308,3 +308,16 @@ def test_bench_checks_its_output_files_before_timing_anything(tmp_path, flag):
     result = cli("bench", "--backends", "numpy", flag, str(tmp_path / "missing" / "out.x"))
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == f"fastmlp: error: {flag} {tmp_path / 'missing' / 'out.x'}: the folder {tmp_path / 'missing'} does not exist"
+
+
+def test_the_readme_python_snippet_runs_as_written_without_network_or_fastmlp_data(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    snippet = readme.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert "epochs=200" in snippet
+    snippet = snippet.replace("epochs=200", "epochs=2")  # the only change: fewer epochs
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTMLP_DATA", "FASTMLP_BACKEND")}
+    env.update(FASTMLP_OFFLINE="1", FASTMLP_CACHE=str(tmp_path / "empty-cache"))
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "model.npz").is_file() and not (tmp_path / "empty-cache").exists()
