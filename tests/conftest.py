@@ -41,7 +41,7 @@ def external_sample():
                if os.environ.get("FASTMLP_DATA") else "FASTMLP_DATA is not set")
         if IN_CI:
             pytest.fail(f"CI=true needs the notMNIST sample through FASTMLP_DATA: {why}")
-        pytest.skip(f"{why}; set it to a folder holding the notMNIST sample (make test does)")
+        pytest.skip(f"{why}; set it to a folder holding the notMNIST sample (make test does when ../shared/data/notmnist exists)")
     return folder
 
 
