@@ -321,3 +321,26 @@ def test_the_readme_python_snippet_runs_as_written_without_network_or_fastmlp_da
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "model.npz").is_file() and not (tmp_path / "empty-cache").exists()
+
+
+OUT_OF_MEMORY_CHILD = """
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (1500 << 20, 1500 << 20))  # 1.5 GiB of address space
+import numpy as np, fastmlp
+from fastmlp.errors import HostMemoryError
+X, y = np.zeros((20000, 784), np.float32), np.arange(20000) % 10
+model = fastmlp.MLP(784, 20000, 10, backend="numpy")  # fits; its 20000 x 20000 activations do not
+try:
+    model.fit(X, y, epochs=1)
+except HostMemoryError as exc:
+    print(isinstance(exc, MemoryError), exc.bytes_requested, exc)
+"""
+
+
+def test_running_out_of_host_memory_in_fit_is_a_host_memory_error():
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "FASTMLP_BACKEND": ""}
+    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_CHILD], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("True 1600000000 out of memory training: 1.49 GiB (1600000000 bytes) could not "
+                                     "be allocated; free memory, or use a smaller model or data set")

@@ -23,7 +23,8 @@ anywhere (issue 10) -- each case and the test that shows it:
 - decompression bombs: test_fault_inputs.py::test_a_gz_bomb_*, ::test_a_header_promising_gigabytes_*
 - several data sets in one folder: test_fault_inputs.py::test_a_folder_with_two_data_sets_names_the_one_it_used
 - host out of memory: test_fault_inputs.py::test_a_model_too_big_for_the_host_is_a_host_memory_error,
-  ::test_a_weights_file_declaring_a_huge_w1_is_a_host_memory_error
+  ::test_a_weights_file_declaring_a_huge_w1_is_a_host_memory_error,
+  ::test_running_out_of_host_memory_in_fit_is_a_host_memory_error (a real limit on the child's memory)
 - truncated weights member, folders and FIFOs, a cache path that is a file, too few images,
   FASTMLP_OFFLINE spellings, dtype=None, a 1-class from_params: test_fault_inputs.py::test_a_truncated_*,
   ::test_a_folder_or_non_regular_file_*, ::test_a_cache_path_that_is_a_file, ::test_a_data_set_too_small_to_split,
