@@ -113,7 +113,7 @@ def build_parser():
     debug = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
 
     train = commands.add_parser("train", help="train on notMNIST and write curves, history and weights")
-    train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the cache)")
+    train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the sample shipped with fastmlp)")
     train.add_argument("--epochs", type=_positive_int, default=200, help="epochs (default 200)")
     train.add_argument("--hidden", type=_positive_int, default=1000, help="hidden units H (default 1000)")
     train.add_argument("--lr", type=_learning_rate, default=0.1, help="learning rate (default 0.1)")
