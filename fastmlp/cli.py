@@ -218,7 +218,7 @@ def _verdict(history, train_labels):
     reason = history.failure(chance)
     if reason is None:
         return 0
-    print(f"fastmlp: warning: the run failed to learn: {reason}; try a smaller --lr "
+    print(f"fastmlp: warning: the run failed to learn: {reason}; try a smaller --lr or more --epochs "
           f"(exit status {EXIT_FAILED_RUN})", file=sys.stderr)
     return EXIT_FAILED_RUN
 

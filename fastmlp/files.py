@@ -14,6 +14,7 @@ program's.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -185,10 +186,11 @@ def _move_into_place(temporary, destination, overwrite):
         os.rename(destination, old)
     try:
         os.rename(temporary, destination)  # replaces a missing or empty folder in one step
-    except OSError:
+    except OSError as exc:
         if old is not None:
             os.rename(old, destination)
-            raise
+        if old is not None or exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise StorageError(f"cannot move the run into {destination}: {exc.strerror or exc}") from None
         # another run filled the destination while this one worked: keep this run beside it
         sibling = _unique_sibling(destination)
         os.rename(temporary, sibling)
