@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= numba,test,bench
 BIN := $(VENV)/bin
-# the notMNIST sample beside this checkout, when there is one (else FASTMLP_DATA, the cache, or a download)
+# FASTMLP_DATA if set, else the notMNIST sample beside this checkout when there is one, else (unset) the copy shipped in the package
 SAMPLE := $(abspath ../shared/data/notmnist)
 export FASTMLP_DATA ?= $(if $(wildcard $(SAMPLE)),$(SAMPLE),)
 

@@ -1,7 +1,7 @@
 """fastmlp: the classic two-layer notMNIST network, written once against an array namespace.
 
     >>> import fastmlp
-    >>> data = fastmlp.datasets.load_notmnist()           # FASTMLP_DATA, the cache, or a download
+    >>> data = fastmlp.datasets.load_notmnist()           # FASTMLP_DATA, else the shipped sample
     >>> model = fastmlp.MLP(784, 1000, 10)                 # on the backend the environment chooses
     >>> history = model.fit(*data.train, *data.valid, epochs=200)
 
@@ -27,9 +27,10 @@ _EXPORTS = {
     "StorageError": "fastmlp.errors",
     "BackendError": "fastmlp.errors",
     "DeviceMemoryError": "fastmlp.errors",
+    "HostMemoryError": "fastmlp.errors",
     "DivergenceError": "fastmlp.errors",
 }
-_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "weights", "files", "plotting", "benchmark")
+_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "weights", "files", "plotting", "benchmark", "memory")
 
 __all__ = [*_EXPORTS, "datasets", "__version__"]
 

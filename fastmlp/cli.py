@@ -1,6 +1,12 @@
 """The ``fastmlp`` command: ``train``, ``bench`` and ``info``.
 
-Errors print one line to stderr and exit with status 2; ``--debug`` shows the traceback.
+Exit status: 0 success; 2 an error (one line on stderr, ``--debug`` shows the traceback);
+3 a *failed run*: training finished but did not learn (final training loss not below the initial
+one, or training accuracy at chance), said on a ``warning:`` line; its run folder is written all the
+same; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing written.
+
+``train`` checks ``--out`` before loading any data, writes the run into a temporary folder beside
+it and moves it into place in one rename (:func:`fastmlp.files.run_folder`).
 This module imports NumPy only after parsing the arguments, so that the BLAS thread setting
 below is in place before NumPy loads.
 """
@@ -8,46 +14,73 @@ below is in place before NumPy loads.
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
-import time
 
 __all__ = ["main", "build_parser"]
 
 EXIT_ERROR = 2
+#: training finished but did not learn (the run folder is still written)
+EXIT_FAILED_RUN = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that clean-up runs as for Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (status 2), like every other fastmlp error."""
 
+    #: the sub-command named on the command line, so that the main parser's errors point at its help
+    command_hint = None
+
     def error(self, message):
-        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+        prog = f"{self.prog} {self.command_hint}" if self.command_hint and " " not in self.prog else self.prog
+        raise _UsageError(f"{message} (see {prog} --help)")
 
 
 class _UsageError(Exception):
     pass
 
 
+def _parsed(convert, what):
+    """An argparse type: ``convert(text)``, or an error saying what was expected."""
+    def parse(text):
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    return parse
+
+
+_int = _parsed(int, "an integer")
+_float = _parsed(float, "a number")
+
+
 def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    value = _parsed(int, "an integer >= 1")(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
 
 
-def _float(text):
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+def _version():
+    from . import __version__
+
+    return __version__
 
 
 def _list(text):
-    return [part.strip() for part in text.split(",") if part.strip()]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated values, got {text!r}")
+    return parts
 
 
 def build_parser():
@@ -55,20 +88,23 @@ def build_parser():
 
     parser = _Parser(prog="fastmlp", description="Train and benchmark the two-layer notMNIST network.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"fastmlp {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     debug = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
 
     train = commands.add_parser("train", help="train on notMNIST and write curves, history and weights")
-    train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the cache)")
-    train.add_argument("--epochs", type=int, default=200, help="epochs (default 200)")
-    train.add_argument("--hidden", type=int, default=1000, help="hidden units H (default 1000)")
+    train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the sample shipped with fastmlp)")
+    # the settings are only parsed here; the API checks their values (and the errors name these flags)
+    train.add_argument("--epochs", type=_int, default=200, help="epochs (default 200)")
+    train.add_argument("--hidden", type=_int, default=1000, help="hidden units H (default 1000)")
     train.add_argument("--lr", type=_float, default=0.1, help="learning rate (default 0.1)")
     train.add_argument("--momentum", type=_float, default=0.9, help="momentum in [0, 1) (default 0.9)")
-    train.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: full batch)")
+    train.add_argument("--batch-size", type=_int, default=None, help="mini-batch size (default: full batch)")
     train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto (default: ${ENV_VAR}, then {DEFAULT})")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
-    train.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
-    train.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    train.add_argument("--seed", type=_int, default=0, help="seed of the initial weights (default 0)")
+    train.add_argument("--out", help="output folder, must not hold files yet (default runs/<timestamp>-<random>)")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--debug", **debug)
 
@@ -118,9 +154,12 @@ def _print_error(exc, debug):
 
 def _train(args):
     from . import datasets
-    from .files import atomic_write
+    from .files import check_destination, default_run_name
     from .mlp import MLP
-    from .plotting import plot_curves
+    from .validation import check_hyperparameters
+
+    destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite)
+    check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
     model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed)
     facts = model.backend_facts
     extra = ", ".join(f"{k}={v}" for k, v in facts.items() if k == "blas" or k.endswith("threads"))
@@ -131,6 +170,12 @@ def _train(args):
     history = model.fit(*data.train, *data.valid, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                         batch_size=args.batch_size, progress=not args.no_progress)
     test_loss, test_acc = model.evaluate(*data.test)
+    _print_results(history, test_acc)
+    _write_run(destination, args, model, history)
+    return _verdict(history, data.train[1])
+
+
+def _print_results(history, test_acc):
     print(f"Training Loss: {history.train_loss[-1]:.4f}")
     print(f"Training Accuracy: {history.train_acc[-1]:.4f}")
     print(f"Validation Loss: {history.valid_loss[-1]:.4f}")
@@ -138,20 +183,43 @@ def _train(args):
     print(f"Test Accuracy: {test_acc:.4f}")
     steady = f"{history.steady_seconds:.4f} s/epoch after it" if history.epochs > 1 else "no later epochs"
     print(f"time: first epoch {history.first_epoch_seconds:.3f} s (compile / cache load / warm-up), {steady}")
-    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(out, exist_ok=True)
+
+
+def _write_run(destination, args, model, history):
+    """The run folder: curves, history and weights, moved into place whole."""
+    from .files import run_folder, write_text
+    from .plotting import plot_curves
+
     title = f"fastmlp {model.backend} {model.dtype}, H={args.hidden}, lr={args.lr}, momentum={args.momentum}"
-    plot_curves(history, os.path.join(out, "loss.png"), os.path.join(out, "accuracy.png"), title=title)
-    atomic_write(os.path.join(out, "history.csv"), lambda handle: handle.write(history.to_csv().encode()))
-    model.save(os.path.join(out, "model.npz"))
-    print(f"wrote {out}/: loss.png, accuracy.png, history.csv, model.npz")
-    return 0
+    with run_folder(destination, overwrite=args.overwrite) as folder:
+        plot_curves(history, folder / "loss.png", folder / "accuracy.png", title=title)
+        write_text(folder / "history.csv", history.to_csv())
+        model.save(folder / "model.npz")
+    args.written = destination
+    print(f"wrote {destination}/: loss.png, accuracy.png, history.csv, model.npz")
+
+
+def _verdict(history, train_labels):
+    """0, or EXIT_FAILED_RUN with a warning line when the run did not learn."""
+    import numpy as np
+
+    chance = float(np.bincount(train_labels).max() / len(train_labels))
+    reason = history.failure(chance)
+    if reason is None:
+        return 0
+    print(f"fastmlp: warning: the run failed to learn: {reason}; try a smaller --lr or more --epochs "
+          f"(exit status {EXIT_FAILED_RUN})", file=sys.stderr)
+    return EXIT_FAILED_RUN
 
 
 def _bench(args):
     from . import benchmark, plotting
+    from .files import check_file_destination
     from .validation import check_dtype
 
+    for flag, path in (("--json", args.json), ("--plot", args.plot), ("--sweep-plot", args.sweep and args.sweep_plot)):
+        if path:
+            check_file_destination(path, name=flag)  # before the benchmark, not after
     dtypes = [check_dtype(d) for d in args.dtype]
     names = args.backends
     if names != ["all"]:
@@ -185,6 +253,13 @@ def _backend_line(name, status, facts):
     return line + ("  (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")" if details else "")
 
 
+def _print_choice(choice):
+    """The default backend's line; an invalid FASTMLP_BACKEND also gets a warning on stderr."""
+    print(f"chosen by default: {choice}")
+    if choice.startswith("invalid"):
+        print(f"fastmlp: warning: {choice.removeprefix('invalid: ')}", file=sys.stderr)
+
+
 def _info(args):
     from . import __version__, _sysinfo
     from .backends import BACKEND_NAMES, backend_status, describe_choice
@@ -192,11 +267,14 @@ def _info(args):
     facts = {"fastmlp": __version__, **_sysinfo.machine_info(), **_sysinfo.blas_info()}
     for key, value in facts.items():
         print(f"{key}: {value}")
-    print(f"chosen by default: {describe_choice()}")
+    _print_choice(describe_choice())
     print("backends:")
     for name in BACKEND_NAMES:
         print(_backend_line(name, backend_status(name), facts))
     return 0
+
+
+_COMMANDS = {"train": _train, "bench": _bench, "info": _info}
 
 
 def main(argv=None):
@@ -204,6 +282,7 @@ def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    parser.command_hint = next((arg for arg in argv if arg in _COMMANDS), None)
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
@@ -214,11 +293,14 @@ def main(argv=None):
     prepare_threads(_requested_backends(args))
     from .errors import FastMLPError
 
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return {"train": _train, "bench": _bench, "info": _info}[args.command](args)
-    except KeyboardInterrupt:
-        print("fastmlp: interrupted; nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt as exc:
+        written = getattr(args, "written", None)
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"fastmlp: {what}; " + (f"{written} was written" if written else "nothing was written"), file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except (FastMLPError, OSError, MemoryError) as exc:
         _print_error(exc, debug)
         return EXIT_ERROR

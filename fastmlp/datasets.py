@@ -5,8 +5,15 @@ Where the data comes from, first match wins:
 
 1. the ``path`` argument (the CLI's ``--data``): an ``.npz`` file, an idx images file, or a folder;
 2. the ``FASTMLP_DATA`` environment variable (file or folder);
-3. the cache folder (``FASTMLP_CACHE``, default ``~/.cache/fastmlp``), downloading the sample's two
-   files into it with pooch (SHA-256 checked) unless ``FASTMLP_OFFLINE=1``.
+3. the copy of the 10,000-image sample shipped inside the package (``fastmlp/data/notmnist``, MIT
+   licence, see its README), so that the first run needs no network;
+4. the cache folder (``FASTMLP_CACHE``, default ``~/.cache/fastmlp``), downloading the sample's two
+   files into it with pooch (SHA-256 checked) unless ``FASTMLP_OFFLINE`` is true (only reached
+   when the shipped copy was removed).
+
+Every file is checked before use: idx headers, payload sizes (a ``.gz`` file is decompressed in
+chunks and refused as soon as it holds more than its header declares), label values, and image
+values (uint8 0-255, other integers within 0-255, or floats already in [0, 1]).
 
 The split is the course starter's: ``numpy.random.seed(521)``, shuffle ``arange(n)``, divide by 255;
 the course's npz (18,724 images) gives 10000 / 6000 / rest, the 10,000-image sample 6000 / 2000 / 2000.
@@ -15,6 +22,7 @@ the course's npz (18,724 images) gives 10000 / 6000 / rest, the 10,000-image sam
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zipfile
 import zlib
@@ -23,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingFileError
+from .errors import InvalidInputError, InvalidTypeError, MissingFileError, StorageError
+from .memory import ensure_fits, host_memory_errors
 
 __all__ = [
     "NotMNIST", "load_notmnist", "read_idx", "read_npz", "split", "find_data", "download_sample",
-    "SAMPLE_URL", "SAMPLE_FILES", "DATA_ENV", "CACHE_ENV", "OFFLINE_ENV", "URL_ENV",
+    "SAMPLE_URL", "SAMPLE_FILES", "DATA_ENV", "CACHE_ENV", "OFFLINE_ENV", "URL_ENV", "EMBEDDED_SAMPLE",
+    "offline", "MIN_SAMPLES",
 ]
 
 DATA_ENV = "FASTMLP_DATA"
@@ -41,6 +51,13 @@ SAMPLE_FILES = {
     "t10k-images-idx3-ubyte.gz": "70ae9e06201f2827e5b0a3781a3169d735dd2efc69996b9eeaee7f10ed4044d7",
     "t10k-labels-idx1-ubyte.gz": "1fa03836e01c862542f8eb83463bb951bebec6fcb3efa28dad748c6b38a9021b",
 }
+#: the sample's two files, shipped inside the package
+EMBEDDED_SAMPLE = Path(__file__).resolve().parent / "data" / "notmnist"
+#: the fewest images that split into non-empty train / valid / test parts (3 / 1 / 1)
+MIN_SAMPLES = 5
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+_CHUNK = 1 << 20  # bytes decompressed at a time
 _SPLIT_SEED = 521
 _IDX_UBYTE = 0x08
 _IMAGES_SUFFIX = "-images-idx3-ubyte"
@@ -65,48 +82,78 @@ class NotMNIST:
 
 
 # ---------------------------------------------------------------- readers
-def _read_bytes(path):
-    """The file's bytes, gunzipped when it ends in .gz; one clear error for a bad gzip stream."""
+def _check_regular_file(path, what="data file"):
+    """A clear error for a path that is missing, a folder, or not a regular file."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"data file {path} does not exist")
-    if path.suffix != ".gz":
-        return path.read_bytes()
-    try:
-        with gzip.open(path, "rb") as handle:
-            return handle.read()
-    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
-        raise InvalidInputError(f"{path} is not a readable gzip file (truncated or corrupt: {exc})") from None
+    if path.is_file():
+        return path
+    if not os.path.lexists(path):
+        raise MissingFileError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise InvalidInputError(f"{what} {path} is a folder, not a file")
+    raise InvalidInputError(f"{what} {path} is not a regular file (a device, pipe, socket or broken link)")
+
+
+def _read_exactly(handle, size):
+    """Up to ``size`` bytes, read in chunks: memory grows with what the stream holds, never with
+    what a header claims."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = handle.read(min(_CHUNK, size - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _idx_header(handle, path, expected_ndim):
+    """(shape, header bytes) from an idx stream, checked."""
+    magic = handle.read(4)
+    if len(magic) < 4:
+        raise InvalidInputError(f"{path}: {len(magic)} bytes, too short for an idx header (at least 4)")
+    zero, dtype_code, ndim = int.from_bytes(magic[:2], "big"), magic[2], magic[3]
+    if zero != 0 or (expected_ndim is not None and ndim != expected_ndim):
+        expected = f"0x0000{_IDX_UBYTE:02x}{expected_ndim:02x}" if expected_ndim else "0x000008nn"
+        raise InvalidInputError(
+            f"{path}: wrong magic number 0x{int.from_bytes(magic, 'big'):08x}, expected {expected}")
+    if dtype_code != _IDX_UBYTE:
+        raise InvalidInputError(f"{path}: dtype byte 0x{dtype_code:02x}, expected 0x{_IDX_UBYTE:02x} (unsigned byte)")
+    dims = handle.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise InvalidInputError(f"{path}: header needs {4 + 4 * ndim} bytes, the file has {4 + len(dims)}")
+    return tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim)), 4 + 4 * ndim
+
+
+def _read_idx_stream(handle, path, expected_ndim):
+    shape, header = _idx_header(handle, path, expected_ndim)
+    expected_size = math.prod(shape)
+    payload = _read_exactly(handle, expected_size)
+    if len(payload) < expected_size:
+        raise InvalidInputError(
+            f"{path}: payload is {len(payload)} bytes, the header's shape {shape} needs {expected_size}")
+    if handle.read(1):
+        raise InvalidInputError(
+            f"{path}: payload is longer than the {expected_size} bytes the header's shape {shape} declares; "
+            f"refused after reading {header + expected_size + 1} bytes (corrupt file or decompression bomb)")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
 def read_idx(path, *, expected_ndim=None):
     """An MNIST-format idx file (raw or .gz) -> uint8 array of the shape its header declares.
 
     Header, big-endian: two zero bytes, the dtype byte (0x08 = uint8), the number of dimensions,
-    then one uint32 per dimension; the payload must be exactly the product of those sizes.
+    then one uint32 per dimension; the payload must be exactly the product of those sizes. A
+    ``.gz`` file is decompressed in chunks and refused as soon as it holds more than that.
     """
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise InvalidInputError(f"{path}: {len(data)} bytes, too short for an idx header (at least 4)")
-    zero, dtype_code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
-    if zero != 0 or (expected_ndim is not None and ndim != expected_ndim):
-        expected = f"0x0000{_IDX_UBYTE:02x}{expected_ndim:02x}" if expected_ndim else "0x000008nn"
-        raise InvalidInputError(
-            f"{path}: wrong magic number 0x{int.from_bytes(data[:4], 'big'):08x}, expected {expected}"
-        )
-    if dtype_code != _IDX_UBYTE:
-        raise InvalidInputError(f"{path}: dtype byte 0x{dtype_code:02x}, expected 0x{_IDX_UBYTE:02x} (unsigned byte)")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise InvalidInputError(f"{path}: header needs {header} bytes, the file has {len(data)}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected_size = int(np.prod(shape, dtype=np.int64))
-    found_size = len(data) - header
-    if found_size != expected_size:
-        raise InvalidInputError(
-            f"{path}: payload is {found_size} bytes, the header's shape {shape} needs {expected_size}"
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    path = _check_regular_file(path)
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle, \
+                host_memory_errors(f"reading {path}"):
+            return _read_idx_stream(handle, path, expected_ndim)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise InvalidInputError(f"{path} is not a readable gzip file (truncated or corrupt: {exc})") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{path} cannot be read ({exc.strerror or exc})") from None
 
 
 def _check_pair(images, labels, source):
@@ -123,13 +170,31 @@ def _check_pair(images, labels, source):
                                 f"in [{labels.min()}, {labels.max()}]")
 
 
+def _check_npz_sizes(path):
+    """Each array's stored size against the shape its header declares, before NumPy allocates it."""
+    from .weights import npy_header
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                shape, dtype = npy_header(archive, info.filename)
+                needed = math.prod(shape) * dtype.itemsize
+                if not dtype.hasobject and info.file_size < needed:
+                    raise InvalidInputError(f"{path}: {info.filename} is truncated: {info.file_size} bytes, "
+                                            f"its shape {shape} needs {needed} bytes of data")
+                ensure_fits(needed, f"reading {info.filename} of {path}")
+    except (ValueError, EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InvalidInputError):
+            raise
+        raise InvalidInputError(f"{path}: a member is truncated or corrupt ({exc})") from None
+
+
 def read_npz(path):
     """The course's ``notMNIST.npz`` -> (images (n, 28, 28) uint8, labels (n,))."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"data file {path} does not exist")
+    path = _check_regular_file(path)
     if not zipfile.is_zipfile(path):
         raise InvalidInputError(f"{path} is not a readable .npz file (not a zip archive; truncated or another format)")
+    _check_npz_sizes(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = sorted(archive.files)
@@ -141,32 +206,70 @@ def read_npz(path):
     except ValueError as exc:
         if isinstance(exc, InvalidInputError):
             raise
+        if "allow_pickle" not in str(exc):  # a truncated or corrupt member
+            raise InvalidInputError(f"{path}: a member is truncated or corrupt ({exc})") from None
         raise InvalidInputError(f"{path}: cannot be read without pickle ({exc}); object arrays are refused") from None
-    except (OSError, EOFError, zlib.error) as exc:  # not a zip, truncated
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:  # not a zip, truncated
         raise InvalidInputError(f"{path} is not a readable .npz file ({exc})") from None
     _check_pair(images, labels, path)
     return images, labels
 
 
-def _idx_pair_in(folder):
-    """(images file, labels file) of the first idx pair in a folder, in name order."""
+def _idx_pairs_in(folder):
+    """Every (images file, labels file) idx pair in a folder, in name order."""
+    pairs = []
     for images in sorted(folder.glob(f"*{_IMAGES_SUFFIX}*")):
         labels = images.with_name(images.name.replace(_IMAGES_SUFFIX, _LABELS_SUFFIX))
         if labels.is_file():
-            return images, labels
-    return None
+            pairs.append((images, labels))
+    return pairs
 
 
 # ------------------------------------------------------------------ split
-def split(images, labels, *, dtype="float32"):
-    """The course starter's shuffle and split -> (train, valid, test) of (X (n, 784), y int64)."""
-    n = len(labels)
-    order = np.arange(n)
-    np.random.RandomState(_SPLIT_SEED).shuffle(order)  # = np.random.seed(521); np.random.shuffle
+def _first_bad(mask):
+    """(index tuple) of the first True in ``mask``."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def _pixel_table_or_floats(images, dtype):
+    """Check the images' values against what their dtype means; returns a function that gives
+    X (rows in ``order``, flattened, scaled to [0, 1], in ``dtype``).
+
+    uint8 (and any integer type holding 0-255) is divided by 255 like the seed; floats must already
+    be in [0, 1]; anything else is refused with the offending value and its index.
+    """
+    if images.dtype == np.bool_ or not (np.issubdtype(images.dtype, np.integer)
+                                        or np.issubdtype(images.dtype, np.floating)):
+        raise InvalidTypeError(f"images have dtype {images.dtype}; expected uint8 0-255 (or integers 0-255, "
+                               "or floats in [0, 1])")
+    if np.issubdtype(images.dtype, np.floating):
+        bad = ~((images >= 0) & (images <= 1))  # NaN is bad too
+        allowed = "floats must already be scaled to [0, 1]"
+    else:
+        bad = (images < 0) | (images > 255) if images.dtype != np.uint8 else None
+        allowed = "integer pixels must be 0-255"
+    if bad is not None and bad.any():
+        index = _first_bad(bad)
+        raise InvalidInputError(f"images{list(index)} = {images[index].item()!r} (dtype {images.dtype}): {allowed}")
+    n = len(images)
+    if np.issubdtype(images.dtype, np.floating):
+        return lambda order: images.reshape(n, -1)[order].astype(dtype)
     # the seed's images / 255.0 in float64, cast to dtype, looked up per pixel value: the same
     # numbers without an n×784 float64 intermediate
     scaled = (np.arange(256) / 255.0).astype(dtype)
-    X = scaled[images.reshape(n, -1)[order]]
+    return lambda order: scaled[images.reshape(n, -1)[order].astype(np.intp, copy=False)]
+
+
+def split(images, labels, *, dtype="float32"):
+    """The course starter's shuffle and split -> (train, valid, test) of (X (n, 784), y int64)."""
+    n = len(labels)
+    if n < MIN_SAMPLES:
+        raise InvalidInputError(f"{n} images are too few to split into train / valid / test; "
+                                f"at least {MIN_SAMPLES} are needed")
+    pixels = _pixel_table_or_floats(np.asarray(images), dtype)
+    order = np.arange(n)
+    np.random.RandomState(_SPLIT_SEED).shuffle(order)  # = np.random.seed(521); np.random.shuffle
+    X = pixels(order)
     y = labels[order].astype(np.int64)
     n_train, n_valid = (10000, 6000) if n > 10000 else (int(0.6 * n), int(0.2 * n))
     cut = (n_train, n_train + n_valid)
@@ -174,20 +277,54 @@ def split(images, labels, *, dtype="float32"):
 
 
 # ------------------------------------------------------- finding the data
+def offline():
+    """Whether ``FASTMLP_OFFLINE`` forbids downloading: 1/true/yes/on or 0/false/no/off (any case;
+    empty or unset is false); anything else is an error."""
+    value = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidInputError(f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]!r} is neither true (1, true, yes, on) "
+                            "nor false (0, false, no, off, empty)")
+
+
 def _cache_dir():
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fastmlp")
+    folder = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fastmlp").expanduser()
+    if os.path.lexists(folder) and not folder.is_dir():
+        origin = f"{CACHE_ENV}" if os.environ.get(CACHE_ENV) else "the cache path"
+        raise StorageError(f"{origin} {folder} is a file, not a folder; remove it or set {CACHE_ENV} to a folder")
+    return folder
+
+
+def _embedded_sample():
+    """The shipped sample's folder, or None when the package was installed without it."""
+    if all((EMBEDDED_SAMPLE / name).is_file() for name in SAMPLE_FILES):
+        return EMBEDDED_SAMPLE
+    return None
 
 
 def find_data(path=None):
-    """Resolve where the data is: argument, then FASTMLP_DATA, then the cache (downloading)."""
+    """Resolve where the data is: argument, then FASTMLP_DATA, then the sample shipped in the
+    package, then the cache (downloading)."""
     for candidate, origin in ((path, "the data argument"), (os.environ.get(DATA_ENV) or None, DATA_ENV)):
         if candidate is None:
             continue
         candidate = Path(candidate).expanduser()
-        if not candidate.exists():
+        if not os.path.lexists(candidate):
             raise MissingFileError(f"data path {candidate} (from {origin}) does not exist")
         return candidate
-    return download_sample(_cache_dir())
+    return _embedded_sample() or download_sample(_cache_dir())
+
+
+def _require_cached(folder):
+    """Offline: the sample's files must already be in ``folder``."""
+    missing = [name for name in SAMPLE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise MissingFileError(
+            f"{', '.join(missing)} not in {folder} and {OFFLINE_ENV}=1 forbids downloading; "
+            f"pass --data PATH or set {DATA_ENV}"
+        )
 
 
 def download_sample(folder=None, *, base_url=None, retries=3, timeout=30):
@@ -197,54 +334,64 @@ def download_sample(folder=None, *, base_url=None, retries=3, timeout=30):
     a download goes to a temporary file that is removed on failure. Returns the folder.
     """
     folder = Path(folder) if folder is not None else _cache_dir()
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise StorageError(f"cannot download into {folder}: it is a file, not a folder")
     base_url = base_url or os.environ.get(URL_ENV) or SAMPLE_URL
-    if os.environ.get(OFFLINE_ENV) == "1":
-        missing = [name for name in SAMPLE_FILES if not (folder / name).is_file()]
-        if missing:
-            raise MissingFileError(
-                f"{', '.join(missing)} not in {folder} and {OFFLINE_ENV}=1 forbids downloading; "
-                f"pass --data PATH or set {DATA_ENV}"
-            )
+    no_network = offline()
+    if no_network:
+        _require_cached(folder)
     from ._download import fetch
 
     for name, sha256 in SAMPLE_FILES.items():
-        fetch(base_url + name, folder / name, sha256, retries=retries, timeout=timeout,
-              offline=os.environ.get(OFFLINE_ENV) == "1")
+        fetch(base_url + name, folder / name, sha256, retries=retries, timeout=timeout, offline=no_network)
     return folder
+
+
+def _read_folder(folder):
+    """(images, labels, source) from a folder: its notMNIST.npz, else its one idx pair; the
+    source names the file chosen, and how many data sets the folder held when more than one."""
+    npz = folder / "notMNIST.npz"
+    candidates = ([npz] if npz.is_file() else []) + [images for images, _ in _idx_pairs_in(folder)]
+    if not candidates:
+        raise MissingFileError(
+            f"{folder} holds neither notMNIST.npz nor a *{_IMAGES_SUFFIX}[.gz] / *{_LABELS_SUFFIX}[.gz] pair")
+    chosen = candidates[0]
+    images, labels = _read_file(chosen)
+    source = str(chosen)
+    if len(candidates) > 1:
+        others = ", ".join(p.name for p in candidates[1:])
+        source += f" (the first of {len(candidates)} data sets in the folder; not used: {others}; pass --data FILE to choose)"
+    return images, labels, source
+
+
+def _read_file(source):
+    """(images, labels) from a notMNIST.npz or an idx images file with its labels file beside it."""
+    if source.suffix == ".npz":
+        return read_npz(source)
+    if _IMAGES_SUFFIX in source.name:
+        labels_file = source.with_name(source.name.replace(_IMAGES_SUFFIX, _LABELS_SUFFIX))
+        return read_idx(source, expected_ndim=3), read_idx(labels_file, expected_ndim=1)
+    _check_regular_file(source)
+    raise InvalidInputError(
+        f"{source}: not a notMNIST file; expected notMNIST.npz or *{_IMAGES_SUFFIX}[.gz] with its labels file")
 
 
 def load_notmnist(path=None, *, dtype="float32"):
     """Load and split notMNIST -> :class:`NotMNIST` with ``.train``, ``.valid``, ``.test``.
 
     ``path``: a ``notMNIST.npz``, an idx images file (``*-images-idx3-ubyte[.gz]``, its labels file
-    beside it), or a folder holding either; None looks in FASTMLP_DATA, then the cache.
+    beside it), or a folder holding either; None looks in FASTMLP_DATA, then the sample shipped
+    with the package, then the cache (downloading). ``dtype``: float32 (also for None) or float64.
     """
     from .validation import check_dtype
 
-    dtype = check_dtype(dtype)
+    dtype = check_dtype("float32" if dtype is None else dtype)
     source = find_data(path)
-    if source.is_dir():
-        npz = source / "notMNIST.npz"
-        pair = _idx_pair_in(source)
-        if npz.is_file():
-            source = npz
-        elif pair is None:
-            raise MissingFileError(
-                f"{source} holds neither notMNIST.npz nor a *{_IMAGES_SUFFIX}[.gz] / *{_LABELS_SUFFIX}[.gz] pair"
-            )
-    if source.is_dir():
-        images_file, labels_file = pair
-        images, labels = read_idx(images_file, expected_ndim=3), read_idx(labels_file, expected_ndim=1)
-    elif source.suffix == ".npz":
-        images, labels = read_npz(source)
-    elif _IMAGES_SUFFIX in source.name:
-        images_file, labels_file = source, source.with_name(source.name.replace(_IMAGES_SUFFIX, _LABELS_SUFFIX))
-        images, labels = read_idx(images_file, expected_ndim=3), read_idx(labels_file, expected_ndim=1)
-    else:
-        raise InvalidInputError(
-            f"{source}: not a notMNIST file; expected notMNIST.npz or *{_IMAGES_SUFFIX}[.gz] with its labels file"
-        )
-    _check_pair(images, labels, source)
-    train, valid, test = split(images, labels, dtype=dtype)
+    with host_memory_errors(f"loading {source}"):
+        if source.is_dir():
+            images, labels, source = _read_folder(source)
+        else:
+            images, labels = _read_file(source)
+        _check_pair(images, labels, source)
+        train, valid, test = split(images, labels, dtype=dtype)
     return NotMNIST(train=train, valid=valid, test=test, source=str(source))
-

@@ -10,10 +10,13 @@ builtin a caller would expect, so ``except ValueError`` keeps working::
     ├── StorageError         (OSError)            a save or download that failed
     ├── BackendError         (RuntimeError)       backend package missing, no GPU, compiler missing
     ├── DeviceMemoryError    (MemoryError)        the device ran out of memory
+    ├── HostMemoryError      (MemoryError)        the host (main memory) ran out of memory
     └── DivergenceError      (FloatingPointError) the training loss diverged
 """
 
 from __future__ import annotations
+
+import math
 
 __all__ = [
     "FastMLPError",
@@ -23,6 +26,7 @@ __all__ = [
     "StorageError",
     "BackendError",
     "DeviceMemoryError",
+    "HostMemoryError",
     "DivergenceError",
 ]
 
@@ -60,6 +64,36 @@ class BackendError(FastMLPError, RuntimeError):
 
 class DeviceMemoryError(FastMLPError, MemoryError):
     """The backend's device ran out of memory."""
+
+
+class HostMemoryError(FastMLPError, MemoryError):
+    """The host ran out of memory (or an allocation was refused before it was tried).
+
+    ``bytes_requested`` is the size of the allocation that failed, when known.
+    """
+
+    def __init__(self, message, *, bytes_requested=None):
+        super().__init__(message)
+        self.bytes_requested = bytes_requested
+
+    @classmethod
+    def from_exception(cls, exc, doing, bytes_requested=None):
+        """The error for a MemoryError ``exc`` raised while ``doing`` (e.g. "loading data.npz")."""
+        if bytes_requested is None:
+            shape, dtype = getattr(exc, "shape", None), getattr(exc, "dtype", None)  # NumPy's _ArrayMemoryError
+            if shape is not None and dtype is not None:
+                bytes_requested = int(math.prod(shape)) * dtype.itemsize
+        return cls(f"out of memory {doing}" + ("" if bytes_requested is None else
+                   f": {format_bytes(bytes_requested)} could not be allocated") +
+                   "; free memory, or use a smaller model or data set", bytes_requested=bytes_requested)
+
+
+def format_bytes(n):
+    """``n`` bytes in words: '1.5 GiB (1610612736 bytes)'."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.3g} {unit} ({n} bytes)"
+    return f"{n} bytes"
 
 
 class DivergenceError(FastMLPError, FloatingPointError):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import model, train, weights
 from .backends import get_backend
 from .errors import InvalidInputError
+from .memory import ensure_fits, host_memory_errors
 from .optim import INITIAL_VELOCITY
 from .validation import check_dtype, check_features, check_hyperparameters, check_labels, check_layout, check_params
 
@@ -18,15 +21,20 @@ class MLP:
 
     Parameters are Xavier-initialised on the host with ``numpy.random.default_rng(seed)``, so every
     backend starts from identical weights. ``backend`` is a registered backend's name (see
-    ``fastmlp info`` and :mod:`fastmlp.backends`), ``auto``, or None for the environment's choice.
+    ``fastmlp info`` and :mod:`fastmlp.backends`), ``auto``, or None for the environment's choice;
+    ``dtype`` is float32 (also for None) or float64. A model that cannot fit in the host's memory
+    raises :class:`~fastmlp.errors.HostMemoryError` before anything is allocated.
     """
 
     def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0):
         n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", parameter="seed")
-        dtype = check_dtype(dtype)
-        self._setup(model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype), backend, dtype)
+        dtype = check_dtype("float32" if dtype is None else dtype)
+        doing = f"creating MLP({n_in}, {n_hidden}, {n_out})"
+        ensure_fits(8 * sum(math.prod(s) for s in model.param_shapes(n_in, n_hidden, n_out).values()), doing)
+        with host_memory_errors(doing):  # drawn in float64 on the host, then cast
+            self._setup(model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype), backend, dtype)
         self.seed = int(seed)
 
     def _setup(self, host_params, backend, dtype):
@@ -41,11 +49,13 @@ class MLP:
 
     @classmethod
     def from_params(cls, params, *, backend=None, dtype=None):
-        """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}."""
+        """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)},
+        K >= 2 like the constructor's ``n_out``; ``dtype=None`` keeps W1's dtype."""
         host = check_params(params)
         dtype = check_dtype(dtype if dtype is not None else host["W1"].dtype)
         self = cls.__new__(cls)
-        self._setup(host, backend, dtype)
+        with host_memory_errors("copying the parameters to the backend"):
+            self._setup(host, backend, dtype)
         return self
 
     # ------------------------------------------------------------ facts

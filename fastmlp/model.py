@@ -1,4 +1,4 @@
-"""The two-layer network: parameters, Xavier initialisation, forward and backward (docs/math.md).
+"""The two-layer network: parameters, Xavier initialisation, forward and backward (README, "The math").
 
     S1 = X @ W1 + b1      A1 = relu(S1)      S2 = A1 @ W2 + b2      P = softmax(S2)
 

@@ -1,4 +1,4 @@
-"""Gradient descent with momentum, in the seed's form (docs/math.md):
+"""Gradient descent with momentum, in the seed's form (README, "The math"):
 
     v <- γ·v + α·g
     θ <- θ - v

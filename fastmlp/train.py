@@ -27,6 +27,9 @@ import numpy as np
 from . import model, optim
 from .errors import DivergenceError
 
+#: a final training accuracy within this of the most common class's share counts as chance
+CHANCE_MARGIN = 0.01
+
 __all__ = ["History", "TrainingState", "gradient_step", "epoch_step", "metrics_step", "full_batch_epoch", "run_epochs"]
 
 
@@ -43,6 +46,8 @@ class History:
     valid_loss: list = field(default_factory=list)
     valid_acc: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
+    #: training loss of the weights the fit started from (NaN until a fit ran)
+    initial_loss: float = math.nan
 
     @property
     def epochs(self):
@@ -63,6 +68,19 @@ class History:
         """Keep the records of the first ``epochs`` epochs only."""
         for values in (self.train_loss, self.train_acc, self.valid_loss, self.valid_acc, self.seconds):
             del values[epochs:]
+
+    def failure(self, chance_accuracy):
+        """Why the run failed to learn, or None: its final training loss is not below the initial
+        one, or its final training accuracy is not clearly above ``chance_accuracy`` (the share of
+        the most common class)."""
+        if not self.train_loss:
+            return None
+        loss, acc = self.train_loss[-1], self.train_acc[-1]
+        if not loss < self.initial_loss:
+            return f"the final training loss {loss:.4g} is not below the initial {self.initial_loss:.4g}"
+        if acc <= chance_accuracy + CHANCE_MARGIN:
+            return f"the final training accuracy {acc:.4f} is at chance (the most common class is {chance_accuracy:.4f})"
+        return None
 
     def to_csv(self):
         """CSV text, one row per epoch: epoch, train_loss, train_acc, valid_loss, valid_acc, seconds."""
@@ -216,11 +234,12 @@ class _DivergenceGuard:
 
     def __init__(self, n_classes, lr):
         self.n_classes, self.lr = n_classes, lr
-        self.limit = None
+        self.limit = self.initial_loss = None
         self.last_accepted = None  # (epoch, loss); epoch 0 = the initial weights
 
     def accepts(self, epoch, loss):
         if self.limit is None and math.isfinite(loss):
+            self.initial_loss = loss
             self.limit = self.FACTOR * max(loss, math.log(self.n_classes))
         if math.isfinite(loss) and loss <= self.limit:
             self.last_accepted = (epoch, loss)
@@ -337,4 +356,5 @@ def run_epochs(state, X, labels, X_valid=None, labels_valid=None, *, epochs, lr,
     finally:
         record.bar.close()
         state.backend.release()
+    record.history.initial_loss = record.guard.initial_loss
     return record.history

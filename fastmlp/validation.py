@@ -23,7 +23,10 @@ DTYPES = ("float32", "float64")
 
 
 def check_dtype(dtype):
-    """'float32' or 'float64' (a NumPy dtype or its name) -> its name."""
+    """'float32' or 'float64' (a NumPy dtype or its name) -> its name (None is refused: NumPy
+    would read it as float64)."""
+    if dtype is None:
+        raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got None")
     try:
         name = np.dtype(dtype).name if dtype is not None else None
     except TypeError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 
@@ -21,10 +22,11 @@ import numpy as np
 
 from .errors import InvalidInputError, MissingFileError
 from .files import atomic_write
+from .memory import ensure_fits, host_memory_errors
 from .model import PARAM_NAMES
 from .validation import DTYPES, array_problems, layout_problems
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights", "npy_header"]
 
 FORMAT = "fastmlp-weights"
 FORMAT_VERSION = 1
@@ -108,45 +110,13 @@ def _declared_shapes(shapes, problems):
     return declared
 
 
-def _member_problems(archive, dtype, declared):
-    """Missing or unexpected members, and members larger than their declared shape allows
-    (found from the zip's directory, before decompressing anything)."""
-    members = {info.filename: info for info in archive.infolist()}
-    expected_members = {f"{name}.npy" for name in PARAM_NAMES} | {_METADATA}
-    missing = sorted(n[:-4] for n in expected_members - set(members) if n != _METADATA)
-    extra = sorted(set(members) - expected_members)
-    problems = [f"missing arrays: {', '.join(missing)}"] * bool(missing)
-    problems += [f"unexpected members: {', '.join(extra)}"] * bool(extra)
-    itemsize = np.dtype(dtype).itemsize if dtype else 8
-    for name, shape in declared.items():
-        info = members.get(f"{name}.npy")
-        limit = math.prod(shape) * itemsize + _MAX_NPY_HEADER_BYTES
-        if info is not None and info.file_size > limit:
-            problems.append(
-                f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
-                f"shape {shape} allows ({limit}); refused without decompressing"
-            )
-    return problems
-
-
-def _read_arrays(archive, problems):
-    """{name: array} of the members that can be read without pickle; the rest go to ``problems``."""
-    params = {}
-    for name in PARAM_NAMES:
-        try:
-            with archive.open(f"{name}.npy") as member:
-                params[name] = np.lib.format.read_array(member, allow_pickle=False)
-        except ValueError as exc:  # object arrays need pickle: refused
-            problems.append(f"{name} cannot be read without pickle ({exc}); refused")
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            problems.append(f"{name} is corrupt ({exc})")
-    return params
-
-
 def _open_archive(path):
     path = Path(path)
     if not path.is_file():
-        raise MissingFileError(f"weights file {path} does not exist")
+        if not os.path.lexists(path):
+            raise MissingFileError(f"weights file {path} does not exist")
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise InvalidInputError(f"weights file {path} is {kind}; pass the path of a .npz weights file")
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -154,6 +124,66 @@ def _open_archive(path):
             f"{path} is not a fastmlp weights file: not a readable zip archive ({exc}); "
             "it may be truncated or of another format"
         ) from None
+
+
+def _check_member_names(members, problems):
+    expected_members = {f"{name}.npy" for name in PARAM_NAMES} | {_METADATA}
+    missing = sorted(n[:-4] for n in expected_members - set(members) if n != _METADATA)
+    extra = sorted(set(members) - expected_members)
+    if missing:
+        problems.append(f"missing arrays: {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected members: {', '.join(extra)}")
+
+
+def _check_member_sizes(declared, members, itemsize, problems):
+    """Each member's stated size against its declared shape, before decompressing anything."""
+    for name, shape in declared.items():
+        info = members.get(f"{name}.npy")
+        if info is None:
+            continue
+        payload = math.prod(shape) * itemsize
+        if info.file_size > payload + _MAX_NPY_HEADER_BYTES:
+            problems.append(
+                f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
+                f"shape {shape} allows ({payload + _MAX_NPY_HEADER_BYTES}); refused without decompressing")
+
+
+def npy_header(archive, member_name):
+    """(shape, dtype) from the header of an .npy member of a zip archive, without reading its data."""
+    fmt = np.lib.format
+    with archive.open(member_name) as member:
+        version = fmt.read_magic(member)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+    return shape, dtype
+
+
+def _read_member(archive, name, declared_shape, problems):
+    """One array, read without pickle; None (and a problem recorded) when it cannot be."""
+    try:
+        shape, dtype = npy_header(archive, f"{name}.npy")
+        if dtype.hasobject:
+            problems.append(f"{name} cannot be read without pickle (it holds objects, dtype {dtype}); refused")
+            return None
+        if shape != declared_shape:  # checked before NumPy allocates what the header says
+            problems.append(f"{name} has shape {shape}, metadata says {declared_shape}")
+            return None
+        needed = math.prod(shape) * dtype.itemsize
+        if archive.getinfo(f"{name}.npy").file_size < needed:
+            problems.append(f"{name}.npy is truncated: {archive.getinfo(f'{name}.npy').file_size} bytes, "
+                            f"its shape {shape} needs {needed} bytes of data")
+            return None
+        with archive.open(f"{name}.npy") as member:
+            return np.lib.format.read_array(member, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):  # object arrays need pickle: refused
+            problems.append(f"{name} cannot be read without pickle ({exc}); refused")
+        else:
+            problems.append(f"{name} is truncated or corrupt ({exc})")
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        problems.append(f"{name} is corrupt ({exc})")
+    return None
 
 
 def load_weights(path):
@@ -170,13 +200,26 @@ def load_weights(path):
         metadata = _read_metadata(archive, path)
         problems = []
         dtype, declared = _declared_layout(metadata, problems)
-        refuse(problems + _member_problems(archive, dtype, declared))
-        params = _read_arrays(archive, problems)
+        members = {info.filename: info for info in archive.infolist()}
+        _check_member_names(members, problems)
+        _check_member_sizes(declared, members, np.dtype(dtype).itemsize if dtype else 8, problems)
+        refuse(problems)
+        ensure_fits(sum(math.prod(shape) for shape in declared.values()) * np.dtype(dtype).itemsize,
+                    f"loading {path}")
+        with host_memory_errors(f"loading {path}"):
+            params = {name: _read_member(archive, name, declared[name], problems) for name in PARAM_NAMES}
+        params = {name: array for name, array in params.items() if array is not None}
     for name, array in params.items():
-        if array.dtype.name != dtype:
-            problems.append(f"{name} has dtype {array.dtype}, metadata says {dtype}")
-        if array.shape != declared[name]:
-            problems.append(f"{name} has shape {array.shape}, metadata says {declared[name]}")
-        problems += [p for p in array_problems(name, array) if "dtype" not in p]
+        problems += _array_against_metadata(name, array, dtype, declared[name])
     refuse(problems)
     return params, metadata
+
+
+def _array_against_metadata(name, array, dtype, shape):
+    """A read array's problems: dtype or shape unlike the metadata's, NaN or infinity inside."""
+    problems = []
+    if array.dtype.name != dtype:
+        problems.append(f"{name} has dtype {array.dtype}, metadata says {dtype}")
+    if array.shape != shape:
+        problems.append(f"{name} has shape {array.shape}, metadata says {shape}")
+    return problems + [p for p in array_problems(name, array) if "dtype" not in p]

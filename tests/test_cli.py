@@ -10,12 +10,14 @@ import pytest
 
 import fastmlp
 
-from .conftest import SHARED_SAMPLE
 from .helpers import write_idx
+
+#: FASTMLP_DATA as the suite found it (None: the shipped sample is used)
+SAMPLE_ENV = {"FASTMLP_DATA": os.environ["FASTMLP_DATA"]} if os.environ.get("FASTMLP_DATA") else {}
 
 
 def fastmlp_cli(*args, env=None, cwd=None, timeout=300):
-    environment = {**os.environ, "FASTMLP_DATA": str(SHARED_SAMPLE), **(env or {})}
+    environment = {**os.environ, **SAMPLE_ENV, **(env or {})}
     return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True,
                           env=environment, cwd=cwd, timeout=timeout)
 
@@ -79,7 +81,8 @@ BAD_COMMANDS = {
     "momentum 1": (["train", "--momentum", "1"], r"--momentum must be in \[0, 1\), got 1.0"),
     "batch size 0": (["train", "--batch-size", "0"], r"--batch-size must be an integer >= 1, got 0"),
     "bad dtype": (["train", "--dtype", "float16"], r"--dtype must be one of float32, float64, got 'float16'"),
-    "not a number": (["train", "--epochs", "many"], r"invalid int value: 'many'"),
+    "not a number": (["train", "--epochs", "many"], r"argument --epochs: expected an integer, got 'many' \(see fastmlp train --help\)"),
+    "negative seed": (["train", "--seed", "-1"], r"--seed must be an integer >= 0, got -1"),
     "no command": ([], r"required: command"),
     "missing data": (["train", "--data", "/nonexistent/notmnist"], r"data path /nonexistent/notmnist .* does not exist"),
 }
@@ -110,11 +113,11 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback (most recent call last)" in result.stderr
 
 
-def test_corrupt_data_file_is_one_line(tmp_path):
+def test_corrupt_data_file_is_one_line(tmp_path, sample_folder):
     bad = tmp_path / "data"
     bad.mkdir()
-    (bad / "t10k-images-idx3-ubyte.gz").write_bytes((SHARED_SAMPLE / "t10k-images-idx3-ubyte.gz").read_bytes()[:5000])
-    (bad / "t10k-labels-idx1-ubyte.gz").write_bytes((SHARED_SAMPLE / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    (bad / "t10k-images-idx3-ubyte.gz").write_bytes((sample_folder / "t10k-images-idx3-ubyte.gz").read_bytes()[:5000])
+    (bad / "t10k-labels-idx1-ubyte.gz").write_bytes((sample_folder / "t10k-labels-idx1-ubyte.gz").read_bytes())
     before = {p.name: p.read_bytes() for p in bad.iterdir()}
     result = fastmlp_cli("train", "--data", str(bad), "--out", str(tmp_path / "out"))
     assert result.returncode == 2

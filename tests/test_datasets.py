@@ -9,7 +9,6 @@ import pytest
 from fastmlp import datasets
 from fastmlp.errors import InvalidInputError, MissingFileError
 
-from .conftest import SHARED_SAMPLE
 from .helpers import write_idx
 
 
@@ -31,10 +30,23 @@ def course_split(images, labels, n_train, n_valid):
     return (X[:n_train], y[:n_train]), (X[n_train:n_train + n_valid], y[n_train:n_train + n_valid]), (X[n_train + n_valid:], y[n_train + n_valid:])
 
 
-def test_the_shared_sample_matches_its_published_checksums():
-    expected = dict(datasets.SAMPLE_FILES)
-    for name, digest in expected.items():
-        assert hashlib.sha256((SHARED_SAMPLE / name).read_bytes()).hexdigest() == digest
+def test_the_external_sample_matches_its_published_checksums(external_sample):
+    for name, digest in datasets.SAMPLE_FILES.items():
+        assert hashlib.sha256((external_sample / name).read_bytes()).hexdigest() == digest
+
+
+def test_the_shipped_sample_matches_its_published_checksums_and_has_its_licence():
+    for name, digest in datasets.SAMPLE_FILES.items():
+        assert hashlib.sha256((datasets.EMBEDDED_SAMPLE / name).read_bytes()).hexdigest() == digest
+    assert "Copyright (c) 2016 David Flanagan" in (datasets.EMBEDDED_SAMPLE / "LICENSE").read_text()
+    assert "notMNIST-to-MNIST" in (datasets.EMBEDDED_SAMPLE / "README.md").read_text()
+
+
+def test_without_fastmlp_data_the_shipped_sample_is_used(monkeypatch):
+    monkeypatch.delenv("FASTMLP_DATA", raising=False)
+    data = datasets.load_notmnist()
+    assert data.source.startswith(str(datasets.EMBEDDED_SAMPLE))
+    assert [len(part[1]) for part in (data.train, data.valid, data.test)] == [6000, 2000, 2000]
 
 
 def test_the_real_sample_loads_and_splits_6000_2000_2000(notmnist):
@@ -46,9 +58,9 @@ def test_the_real_sample_loads_and_splits_6000_2000_2000(notmnist):
     assert np.bincount(np.concatenate([y, yv, yt])).tolist() == [1000] * 10
 
 
-def test_the_split_is_the_course_starters(notmnist):
-    images = datasets.read_idx(SHARED_SAMPLE / "t10k-images-idx3-ubyte.gz")
-    labels = datasets.read_idx(SHARED_SAMPLE / "t10k-labels-idx1-ubyte.gz")
+def test_the_split_is_the_course_starters(notmnist, sample_folder):
+    images = datasets.read_idx(sample_folder / "t10k-images-idx3-ubyte.gz")
+    labels = datasets.read_idx(sample_folder / "t10k-labels-idx1-ubyte.gz")
     expected = course_split(images, labels, 6000, 2000)
     for (X, y), (eX, ey) in zip((notmnist.train, notmnist.valid, notmnist.test), expected):
         assert np.array_equal(y, ey)
@@ -80,18 +92,18 @@ def test_course_npz_is_split_10000_6000_rest(tmp_path):
     np.testing.assert_array_equal(data.test[0], expected[2][0].astype(np.float32))
 
 
-def test_fastmlp_data_environment_variable(tmp_path, monkeypatch):
+def test_fastmlp_data_environment_variable(tmp_path, monkeypatch, sample_folder):
     images, labels = tiny_images(10)
     np.savez(tmp_path / "mine.npz", images=images, labels=labels)
     monkeypatch.setenv("FASTMLP_DATA", str(tmp_path / "mine.npz"))
     assert datasets.load_notmnist().source == str(tmp_path / "mine.npz")
-    assert datasets.load_notmnist(SHARED_SAMPLE).source.startswith(str(SHARED_SAMPLE))  # argument wins
+    assert datasets.load_notmnist(sample_folder).source.startswith(str(sample_folder))  # argument wins
 
 
-def test_reading_leaves_the_global_random_state_alone(tmp_path):
+def test_reading_leaves_the_global_random_state_alone(tmp_path, sample_folder):
     np.random.seed(7)
     before = np.random.get_state()[1].copy()
-    datasets.load_notmnist(SHARED_SAMPLE)
+    datasets.load_notmnist(sample_folder)
     assert np.array_equal(np.random.get_state()[1], before)
 
 

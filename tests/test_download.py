@@ -10,9 +10,8 @@ import pytest
 from fastmlp import datasets
 from fastmlp.errors import InvalidInputError, MissingFileError, StorageError
 
-from .conftest import SHARED_SAMPLE
-
-FILES = {name: (SHARED_SAMPLE / name).read_bytes() for name in datasets.SAMPLE_FILES}
+#: the sample's two files, as the server serves them (the copy shipped inside the package)
+FILES = {name: (datasets.EMBEDDED_SAMPLE / name).read_bytes() for name in datasets.SAMPLE_FILES}
 
 
 class Server:
@@ -69,9 +68,12 @@ def server():
 
 @pytest.fixture
 def online(monkeypatch, tmp_path):
+    """No FASTMLP_DATA, a fresh cache, and a package installed without its shipped sample (so
+    that load_notmnist() reaches the cache and the download)."""
     monkeypatch.delenv("FASTMLP_OFFLINE", raising=False)
     monkeypatch.delenv("FASTMLP_DATA", raising=False)
     monkeypatch.setenv("FASTMLP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets, "EMBEDDED_SAMPLE", tmp_path / "not-shipped")
     return tmp_path / "cache"
 
 

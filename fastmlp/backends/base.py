@@ -108,8 +108,12 @@ class Backend:
         self._buffers.clear()
 
     def out_of_memory(self, exc):
-        """The error to raise when the backend's device ran out of memory during ``exc``."""
-        return exc
+        """The error to raise when the backend's device ran out of memory during ``exc``
+        (here the host's memory: :class:`~fastmlp.errors.HostMemoryError`)."""
+        from ..errors import FastMLPError, HostMemoryError
+
+        self.release()
+        return exc if isinstance(exc, FastMLPError) else HostMemoryError.from_exception(exc, "training")
 
     def compile_step(self, step):
         """The seam for replayable epochs: ``step`` (a function of device arrays, and dicts of
