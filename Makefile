@@ -1,7 +1,7 @@
 # Each target sets itself up: a virtual environment in .venv with fastmlp and its extras.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= numba,test,bench
+EXTRAS ?= numba,test,bench,sklearn,dask
 BIN := $(VENV)/bin
 # the notMNIST sample beside this checkout, when there is one (else FASTMLP_DATA, the cache, or a download)
 SAMPLE := $(abspath ../shared/data/notmnist)
