@@ -36,6 +36,7 @@ from .backends import get_backend
 from .errors import InvalidInputError
 from .mlp import MLP
 from .train import History
+from .validation import check_positive_int
 
 __all__ = ["MLPClassifier", "expected_failed_checks"]
 
@@ -139,11 +140,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _thread_count(self):
         """``n_threads``, else the BLAS thread count this process already has (joblib and Dask workers
         set it to their share of the cores), else every core."""
-        if self.n_threads is not None:
-            if isinstance(self.n_threads, bool) or not isinstance(self.n_threads, numbers.Integral) \
-                    or self.n_threads < 1:
-                raise InvalidInputError(f"n_threads must be None or an integer >= 1, got {self.n_threads!r}")
-            return int(self.n_threads)
+        n_threads = check_positive_int(self.n_threads, "n_threads", allow_none=True)
+        if n_threads is not None:
+            return n_threads
         from threadpoolctl import threadpool_info
 
         blas_threads = [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"]

@@ -2,7 +2,6 @@
 parallel fits (joblib's process workers and a real two-process Dask cluster) and their thread limits."""
 
 import importlib.util
-import os
 import pickle
 import subprocess
 import sys
@@ -198,12 +197,14 @@ def test_limit_threads_limits_blas_and_the_backends_pool_then_restores_them(back
 
 @needs_sklearn
 def test_a_joblib_worker_fits_with_its_share_of_the_cores():
-    from joblib import Parallel, delayed
+    from joblib import Parallel, cpu_count, delayed
 
-    share = max((os.cpu_count() or 1) // 2, 1)
+    share = max(cpu_count() // 2, 1)  # what joblib's process workers get: the cores it may use, shared
     counts = Parallel(n_jobs=2)(delayed(MLPClassifier()._thread_count)() for _ in range(2))
     assert counts == [share, share]
     assert MLPClassifier(n_threads=3)._thread_count() == 3
+    with pytest.raises(ValueError, match="n_threads must be an integer >= 1, got 0"):
+        MLPClassifier(**SMALL, n_threads=0).fit(np.eye(4), [0, 1, 0, 1])
 
 
 # ------------------------------------------------------------------ a real Dask cluster
