@@ -12,7 +12,7 @@ import pytest
 import fastmlp
 from fastmlp.backends import get_backend
 
-from .conftest import TOLERANCE
+from .helpers import TOLERANCE
 
 HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
 HAVE_DASK = importlib.util.find_spec("distributed") is not None
