@@ -1,7 +1,7 @@
 # Each target sets itself up: a virtual environment in .venv with fastmlp and its extras.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= numba,test,bench
+EXTRAS ?= numba,test,bench,sklearn,dask
 BIN := $(VENV)/bin
 # FASTMLP_DATA if set, else the notMNIST sample beside this checkout when there is one, else (unset) the copy shipped in the package
 SAMPLE := $(abspath ../shared/data/notmnist)

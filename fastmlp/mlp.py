@@ -78,6 +78,28 @@ class MLP:
         return (f"MLP({self.n_in}, {self.n_hidden}, {self.n_out}, backend={self.backend!r}, "
                 f"dtype={self.dtype!r})")
 
+    # ---------------------------------------------------------- pickling
+    def __getstate__(self):
+        """For pickle (joblib, Dask, multiprocessing): host copies of the arrays and the backend's name.
+
+        The weights-file format (:meth:`save`) stays the way to store a model; pickles are for
+        moving one between processes you trust."""
+        state = dict(self.__dict__)
+        backend = state.pop("_backend")
+        state["_backend_name"] = backend.name
+        state["_params"] = {k: backend.to_numpy(v) for k, v in self._params.items()}
+        if self._velocities is not None:
+            state["_velocities"] = {k: backend.to_numpy(v) for k, v in self._velocities.items()}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        backend = get_backend(state.pop("_backend_name"))
+        state["_params"] = {k: backend.asarray(v) for k, v in state["_params"].items()}
+        if state.get("_velocities") is not None:
+            state["_velocities"] = {k: backend.asarray(v) for k, v in state["_velocities"].items()}
+        self.__dict__.update(state, _backend=backend)
+
     # --------------------------------------------------------- training
     def fit(self, X, y, X_valid=None, y_valid=None, *, epochs=200, lr=0.1, momentum=0.9,
             batch_size=None, progress=False, shuffle_seed=None):

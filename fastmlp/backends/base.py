@@ -103,6 +103,15 @@ class Backend:
         with one clear :class:`~fastmlp.errors.DivergenceError`."""
         return contextlib.nullcontext()
 
+    def limit_threads(self, n_threads):
+        """A context in which the host's thread pools (BLAS, OpenMP) use at most ``n_threads``.
+
+        Parallel fits (joblib, Dask) call it so that each worker keeps to its share of the cores;
+        a backend with a thread pool of its own limits that one too."""
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=n_threads)
+
     def release(self):
         """Drop the reusable buffers (called when a fit ends)."""
         self._buffers.clear()

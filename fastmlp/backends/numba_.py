@@ -16,6 +16,7 @@ follows a kernel otherwise runs up to 30% slower.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -55,6 +56,21 @@ class NumbaBackend(NumpyBackend):
             "numba_threading_layer": layer,
             "numba_threads": numba.get_num_threads(),
         }
+
+    @contextlib.contextmanager
+    def limit_threads(self, n_threads):
+        """BLAS and OpenMP as in the generic backend, and Numba's own threads, at most ``n_threads``.
+
+        Numba cannot go above ``NUMBA_NUM_THREADS`` (which joblib's workers set); the previous
+        count is restored on exit."""
+        numba = self._numba
+        previous = numba.get_num_threads()
+        with super().limit_threads(n_threads):
+            numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
+            try:
+                yield
+            finally:
+                numba.set_num_threads(previous)
 
     # --------------------------------------------------------- fused steps
     def bias_relu(self, S, b):
