@@ -1,4 +1,4 @@
-"""The ``fastmlp`` command: ``train``, ``bench`` and ``info``.
+"""The ``fastmlp`` command: ``train``, ``evaluate``, ``predict``, ``bench`` and ``info``.
 
 Errors print one line to stderr and exit with status 2; ``--debug`` shows the traceback.
 This module imports NumPy only after parsing the arguments, so that the BLAS thread setting
@@ -72,6 +72,25 @@ def build_parser():
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--debug", **debug)
 
+    evaluate = commands.add_parser("evaluate", help="a weights file on the test split: per-letter scores and pictures")
+    evaluate.add_argument("model", help="weights file written by fastmlp train (model.npz)")
+    evaluate.add_argument("--data", help="as for train (default: $FASTMLP_DATA, then the cache)")
+    evaluate.add_argument("--backend", help="backend to run the model on (default as for train)")
+    evaluate.add_argument("--out", help="folder for confusion.png, mistakes.png, summary.txt/.json "
+                          "(default runs/<timestamp>-evaluate)")
+    evaluate.add_argument("--debug", **debug)
+
+    predict = commands.add_parser("predict", help="the letter in each image file (PNG, JPEG, ...), idx or .npz file")
+    predict.add_argument("model", help="weights file written by fastmlp train (model.npz)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, idx images files or .npz files")
+    predict.add_argument("--ink", choices=("auto", "light", "dark"), default="auto",
+                         help="is the letter lighter or darker than its background? (default auto: read from the "
+                              "image's border)")
+    predict.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--backend", help="backend to run the model on (default as for train)")
+    predict.add_argument("--debug", **debug)
+
     bench = commands.add_parser("bench", help="time an epoch on every backend, side by side")
     bench.add_argument("--backends", type=_list, default=["all"], help="comma-separated names, or all (default)")
     bench.add_argument("--dtype", type=_list, default=["float32"], help="float32 (default), float64, or both comma-separated")
@@ -94,7 +113,7 @@ def build_parser():
 
 def _requested_backends(args):
     """The backend names the command asks for (None: the environment's or the default)."""
-    if args.command == "train":
+    if args.command in ("train", "evaluate", "predict"):
         return [args.backend]
     return getattr(args, "backends", [])
 
@@ -134,13 +153,72 @@ def _train(args):
     print(f"Test Accuracy: {test_acc:.4f}")
     steady = f"{history.steady_seconds:.4f} s/epoch after it" if history.epochs > 1 else "no later epochs"
     print(f"time: first epoch {history.first_epoch_seconds:.3f} s (compile / cache load / warm-up), {steady}")
+    report = _print_evaluation(model, data.test)
     out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out, exist_ok=True)
     title = f"fastmlp {model.backend} {model.dtype}, H={args.hidden}, lr={args.lr}, momentum={args.momentum}"
     plot_curves(history, os.path.join(out, "loss.png"), os.path.join(out, "accuracy.png"), title=title)
     atomic_write(os.path.join(out, "history.csv"), lambda handle: handle.write(history.to_csv().encode()))
     model.save(os.path.join(out, "model.npz"))
-    print(f"wrote {out}/: loss.png, accuracy.png, history.csv, model.npz")
+    written = _write_evaluation(report, out, data.test[0], title, TRAIN_FILES)
+    print(f"wrote {out}/: {', '.join([*TRAIN_FILES, *written])}")
+    return 0
+
+
+#: the files fastmlp train writes besides the evaluation's, as summary.txt lists them
+TRAIN_FILES = {
+    "loss.png": "training and validation loss (average cross-entropy) per epoch",
+    "accuracy.png": "training and validation accuracy per epoch",
+    "history.csv": "loss, accuracy and seconds of every epoch",
+    "model.npz": "the trained weights and class names (fastmlp predict / evaluate / MLP.load read it)",
+}
+
+
+def _print_evaluation(model, test):
+    """Evaluate ``model`` on the (X, y) test split and print the per-class table; returns the report."""
+    from .evaluation import evaluate
+
+    report = evaluate(model, *test)
+    print(f"test split, {report.n} images:")
+    print(report.table())
+    return report
+
+
+def _write_evaluation(report, out, images, title, files):
+    """The evaluation's files in ``out`` (confusion.png, mistakes.png, summary.txt, summary.json)."""
+    from .evaluation import write_report
+
+    return write_report(report, out, images=images, files=files, title=title)
+
+
+def _evaluate(args):
+    from . import datasets
+    from .mlp import MLP
+
+    model = MLP.load(args.model, backend=args.backend)
+    data = datasets.load_notmnist(args.data, dtype=model.dtype)
+    print(f"model: {args.model} ({model.n_in} -> {model.n_hidden} -> {model.n_out}, {model.dtype}, "
+          f"{model.backend}); data: {data.source}")
+    report = _print_evaluation(model, data.test)
+    print(f"Test Loss: {report.loss:.4f}")
+    print(f"Test Accuracy: {report.accuracy:.4f}")
+    out = args.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S") + "-evaluate")
+    os.makedirs(out, exist_ok=True)
+    title = f"fastmlp evaluate {os.path.basename(args.model)}, test split of {os.path.basename(data.source)}"
+    written = _write_evaluation(report, out, data.test[0], title, {})
+    print(f"wrote {out}/: {', '.join(written)}")
+    return 0
+
+
+def _predict(args):
+    import json
+
+    from .mlp import MLP
+
+    model = MLP.load(args.model, backend=args.backend)
+    predictions = model.predict_images(args.images, ink=args.ink, top=args.top)  # every file read first
+    for prediction in predictions:
+        print(json.dumps(prediction.to_dict()) if args.json else prediction.line())
     return 0
 
 
@@ -208,7 +286,8 @@ def main(argv=None):
     from .errors import FastMLPError
 
     try:
-        return {"train": _train, "bench": _bench, "info": _info}[args.command](args)
+        commands = {"train": _train, "evaluate": _evaluate, "predict": _predict, "bench": _bench, "info": _info}
+        return commands[args.command](args)
     except KeyboardInterrupt:
         print("fastmlp: interrupted; nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

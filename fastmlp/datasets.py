@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InvalidInputError, MissingFileError
 
 __all__ = [
-    "NotMNIST", "load_notmnist", "read_idx", "read_npz", "split", "find_data", "download_sample",
+    "NotMNIST", "CLASSES", "to_features", "load_notmnist", "read_idx", "read_npz", "split", "find_data", "download_sample",
     "SAMPLE_URL", "SAMPLE_FILES", "DATA_ENV", "CACHE_ENV", "OFFLINE_ENV", "URL_ENV",
 ]
 
@@ -43,6 +43,8 @@ SAMPLE_FILES = {
 }
 _SPLIT_SEED = 521
 _IDX_UBYTE = 0x08
+#: the notMNIST class names, label 0 ... 9 (A=0 ... J=9)
+CLASSES = ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J")
 _IMAGES_SUFFIX = "-images-idx3-ubyte"
 _LABELS_SUFFIX = "-labels-idx1-ubyte"
 
@@ -51,13 +53,15 @@ _LABELS_SUFFIX = "-labels-idx1-ubyte"
 class NotMNIST:
     """The split data: ``train``, ``valid`` and ``test`` are ``(X, y)`` pairs.
 
-    X is (n, 784) scaled to [0, 1] in ``dtype``; y holds int64 labels 0-9 (A=0 ... J=9).
+    X is (n, 784) scaled to [0, 1] in ``dtype``; y holds int64 labels 0-9, and ``classes[y]`` is
+    the letter (A=0 ... J=9).
     """
 
     train: tuple
     valid: tuple
     test: tuple
     source: str
+    classes: tuple = CLASSES
 
     def __repr__(self):
         return (f"NotMNIST(train={len(self.train[1])}, valid={len(self.valid[1])}, "
@@ -158,15 +162,19 @@ def _idx_pair_in(folder):
 
 
 # ------------------------------------------------------------------ split
+def to_features(images, dtype="float32"):
+    """uint8 images (n, 28, 28) -> (n, 784) rows in [0, 1]: the seed's ``images / 255.0`` in float64,
+    cast to ``dtype``, looked up per pixel value (the same numbers without an n x 784 float64 array)."""
+    scaled = (np.arange(256) / 255.0).astype(dtype)
+    return scaled[np.asarray(images).reshape(len(images), -1)]
+
+
 def split(images, labels, *, dtype="float32"):
     """The course starter's shuffle and split -> (train, valid, test) of (X (n, 784), y int64)."""
     n = len(labels)
     order = np.arange(n)
     np.random.RandomState(_SPLIT_SEED).shuffle(order)  # = np.random.seed(521); np.random.shuffle
-    # the seed's images / 255.0 in float64, cast to dtype, looked up per pixel value: the same
-    # numbers without an n×784 float64 intermediate
-    scaled = (np.arange(256) / 255.0).astype(dtype)
-    X = scaled[images.reshape(n, -1)[order]]
+    X = to_features(images[order], dtype)
     y = labels[order].astype(np.int64)
     n_train, n_valid = (10000, 6000) if n > 10000 else (int(0.6 * n), int(0.2 * n))
     cut = (n_train, n_train + n_valid)

@@ -1,8 +1,10 @@
 """Weights files: save atomically, load without pickle, refuse anything unexpected.
 
 Format: a zip archive (NumPy's ``.npz`` layout) with one ``.npy`` member per parameter (``W1``,
-``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes and
-the fastmlp version that wrote it.
+``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes,
+the fastmlp version that wrote it and, optionally, ``classes``: the name of each output (e.g. the
+letters "A" ... "J"). Files without ``classes`` (written by fastmlp 0.1.0 before it saved them) are
+still read, and readers that do not know ``classes`` ignore it, so the format version stays 1.
 
 Saving goes through :func:`fastmlp.files.atomic_write`: an interrupted save (exception, Ctrl-C,
 full disk) leaves the old file as it was. Loading reads the zip's directory first and refuses members
@@ -102,7 +104,19 @@ def _declared_layout(metadata, problems):
         for name in PARAM_NAMES:
             if declared[name] != expected[name]:
                 problems.append(f"declared shape of {name} is {declared[name]}, expected {expected[name]}")
+        _check_classes(metadata, declared["W2"][-1], problems)
     return dtype, declared
+
+
+def _check_classes(metadata, n_classes, problems):
+    """The optional class names: a list of ``n_classes`` distinct non-empty strings."""
+    classes = metadata.get("classes")
+    if classes is None:
+        return
+    if (not isinstance(classes, list) or len(classes) != n_classes
+            or not all(isinstance(name, str) and name.strip() for name in classes)
+            or len(set(classes)) != len(classes)):
+        problems.append(f"classes is {classes!r}, expected a list of {n_classes} distinct non-empty names")
 
 
 def load_weights(path):

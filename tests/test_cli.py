@@ -31,8 +31,9 @@ def test_train_prints_the_results_and_writes_the_run(tmp_path, backend_name):
         matching = [line for line in lines if line.startswith(label + ": ")]
         assert len(matching) == 1, label
         assert 0 <= float(matching[0].split(": ")[1]) < 10
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "history.csv", "loss.png", "model.npz"]
-    for png in ("loss.png", "accuracy.png"):
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "confusion.png", "history.csv", "loss.png",
+                                                     "mistakes.png", "model.npz", "summary.json", "summary.txt"]
+    for png in ("loss.png", "accuracy.png", "confusion.png", "mistakes.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
