@@ -53,7 +53,7 @@ def _list(text):
 def build_parser():
     from .backends import BACKEND_NAMES, DEFAULT, ENV_VAR  # imports no NumPy
 
-    parser = _Parser(prog="fastmlp", description="Train and benchmark the two-layer notMNIST network.")
+    parser = _Parser(prog="fastmlp", description="Train, evaluate, use and benchmark the two-layer notMNIST network.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     debug = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
@@ -72,24 +72,8 @@ def build_parser():
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--debug", **debug)
 
-    evaluate = commands.add_parser("evaluate", help="a weights file on the test split: per-letter scores and pictures")
-    evaluate.add_argument("model", help="weights file written by fastmlp train (model.npz)")
-    evaluate.add_argument("--data", help="as for train (default: $FASTMLP_DATA, then the cache)")
-    evaluate.add_argument("--backend", help="backend to run the model on (default as for train)")
-    evaluate.add_argument("--out", help="folder for confusion.png, mistakes.png, summary.txt/.json "
-                          "(default runs/<timestamp>-evaluate)")
-    evaluate.add_argument("--debug", **debug)
-
-    predict = commands.add_parser("predict", help="the letter in each image file (PNG, JPEG, ...), idx or .npz file")
-    predict.add_argument("model", help="weights file written by fastmlp train (model.npz)")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, idx images files or .npz files")
-    predict.add_argument("--ink", choices=("auto", "light", "dark"), default="auto",
-                         help="is the letter lighter or darker than its background? (default auto: read from the "
-                              "image's border)")
-    predict.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
-    predict.add_argument("--json", action="store_true", help="one JSON object per line")
-    predict.add_argument("--backend", help="backend to run the model on (default as for train)")
-    predict.add_argument("--debug", **debug)
+    _add_evaluate_parser(commands, debug)
+    _add_predict_parser(commands, debug)
 
     bench = commands.add_parser("bench", help="time an epoch on every backend, side by side")
     bench.add_argument("--backends", type=_list, default=["all"], help="comma-separated names, or all (default)")
@@ -109,6 +93,31 @@ def build_parser():
     info = commands.add_parser("info", help="versions, BLAS, threads, and which backends can run here")
     info.add_argument("--debug", **debug)
     return parser
+
+
+def _add_evaluate_parser(commands, debug):
+    """``fastmlp evaluate MODEL [--data PATH] [--out DIR]``."""
+    evaluate = commands.add_parser("evaluate", help="a weights file on the test split: per-letter scores and pictures")
+    evaluate.add_argument("model", help="weights file written by fastmlp train (model.npz)")
+    evaluate.add_argument("--data", help="as for train (default: $FASTMLP_DATA, then the cache)")
+    evaluate.add_argument("--backend", help="backend to run the model on (default as for train)")
+    evaluate.add_argument("--out", help="folder for confusion.png, mistakes.png, summary.txt/.json "
+                          "(default runs/<timestamp>-evaluate)")
+    evaluate.add_argument("--debug", **debug)
+
+
+def _add_predict_parser(commands, debug):
+    """``fastmlp predict MODEL IMAGE... [--json] [--ink auto|light|dark]``."""
+    predict = commands.add_parser("predict", help="the letter in each image file (PNG, JPEG, ...), idx or .npz file")
+    predict.add_argument("model", help="weights file written by fastmlp train (model.npz)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, idx images files or .npz files")
+    predict.add_argument("--ink", choices=("auto", "light", "dark"), default="auto",
+                         help="is the letter lighter or darker than its background? (default auto: read from the "
+                              "image's border)")
+    predict.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--backend", help="backend to run the model on (default as for train)")
+    predict.add_argument("--debug", **debug)
 
 
 def _requested_backends(args):

@@ -144,8 +144,7 @@ def plot_mistakes(images, true_names, predicted_names, probabilities, path, *, t
         canvas[top: top + side, left: left + side] = image
         axes.text(left + side / 2, top - 2, f"{true_names[index]} \u2192 {predicted_names[index]} "
                   f"{probabilities[index]:.2f}", ha="center", va="bottom", fontsize=9)
-    colours = _grey_map()
-    axes.imshow(canvas, cmap=colours, vmin=0, vmax=1, interpolation="nearest")
+    axes.imshow(canvas, cmap=_grey_map(), vmin=0, vmax=1, interpolation="nearest")
     axes.set_axis_off()
     if len(images) == 0:
         axes.text(canvas.shape[1] / 2, canvas.shape[0] / 2, "no mistakes", ha="center", va="center", fontsize=14)
@@ -158,6 +157,4 @@ def _grey_map():
     """Grey scale, black = 0 and white = 1, with the gaps (NaN) white."""
     from matplotlib import colormaps
 
-    colours = colormaps["gray"].copy()
-    colours.set_bad("white")
-    return colours
+    return colormaps["gray"].with_extremes(bad="white")

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = ["DTYPES", "check_dtype", "check_features", "check_labels", "check_hyperparameters", "check_positive_int",
-           "check_classes"]
+           "check_classes", "classes_problem"]
 
 DTYPES = ("float32", "float64")
 
@@ -145,22 +145,34 @@ def check_hyperparameters(*, epochs, lr, momentum, batch_size):
     return epochs, float(lr), float(momentum), batch_size
 
 
+def _default_classes(n_classes):
+    """The notMNIST letters A-J for 10 classes, else "0", "1", ... "K-1"."""
+    from .datasets import CLASSES
+
+    return CLASSES if n_classes == len(CLASSES) else tuple(str(k) for k in range(n_classes))
+
+
+def classes_problem(classes, n_classes):
+    """What is wrong with ``classes`` as the names of ``n_classes`` classes (None: nothing)."""
+    if isinstance(classes, str) or not isinstance(classes, (list, tuple)):
+        return f"classes must be a list of {n_classes} names, got {classes!r}"
+    if len(classes) != n_classes:
+        return f"classes has {len(classes)} names, the model has {n_classes} classes"
+    if not all(isinstance(name, str) and name.strip() for name in classes):
+        return f"classes must be non-empty strings, got {list(classes)!r}"
+    if len(set(classes)) != len(classes):
+        return f"classes must be distinct, got {list(classes)!r}"
+    return None
+
+
 def check_classes(classes, n_classes):
     """The names of ``n_classes`` classes as a tuple of distinct non-empty strings.
 
     None gives the default: the notMNIST letters A-J for 10 classes, else "0", "1", ... "K-1".
     """
     if classes is None:
-        from .datasets import CLASSES
-
-        return CLASSES if n_classes == len(CLASSES) else tuple(str(k) for k in range(n_classes))
-    if isinstance(classes, str) or not isinstance(classes, (list, tuple)):
-        raise InvalidInputError(f"classes must be a list of {n_classes} names, got {classes!r}")
-    names = tuple(classes)
-    if len(names) != n_classes:
-        raise InvalidInputError(f"classes has {len(names)} names, the model has {n_classes} classes")
-    if not all(isinstance(name, str) and name.strip() for name in names):
-        raise InvalidInputError(f"classes must be non-empty strings, got {list(names)!r}")
-    if len(set(names)) != len(names):
-        raise InvalidInputError(f"classes must be distinct, got {list(names)!r}")
-    return names
+        return _default_classes(n_classes)
+    problem = classes_problem(classes, n_classes)
+    if problem:
+        raise InvalidInputError(problem)
+    return tuple(classes)

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import InvalidInputError, MissingFileError
 from .files import atomic_write
 from .model import PARAM_NAMES
-from .validation import DTYPES
+from .validation import DTYPES, classes_problem
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights"]
 
@@ -111,13 +111,9 @@ def _declared_layout(metadata, problems):
 def _check_classes(metadata, n_classes, problems):
     """The optional class names: a list of ``n_classes`` distinct non-empty strings."""
     classes = metadata.get("classes")
-    if classes is None:
-        return
-    if (not isinstance(classes, list) or len(classes) != n_classes
-            or not all(isinstance(name, str) and name.strip() for name in classes)
-            or len(set(classes)) != len(classes)):
-        problems.append(f"classes is {classes!r}, expected a list of {n_classes} distinct non-empty names")
-
+    problem = None if classes is None else classes_problem(classes, n_classes)  # JSON gives lists, never tuples
+    if problem:
+        problems.append(problem)
 
 def load_weights(path):
     """Read a weights file -> ({'W1', 'b1', 'W2', 'b2'} -> host arrays, metadata dict).

@@ -41,6 +41,10 @@ def test_train_prints_the_results_and_writes_the_run(tmp_path, backend_name):
     assert float(rows[-1]["valid_acc"]) == pytest.approx(float(lines[[l.split(":")[0] for l in lines].index("Validation Accuracy")].split(": ")[1]), abs=5e-5)
     model = fastmlp.MLP.load(out / "model.npz")
     assert model.params["W1"].shape == (784, 50)
+    assert model.classes == tuple("ABCDEFGHIJ")
+    assert [line.split()[0] for line in lines if line[:1] in "ABCDEFGHIJ" and line[1:2] == " "] == list("ABCDEFGHIJ")
+    listed = [line.split()[0] for line in (out / "summary.txt").read_text().split("files:\n")[1].splitlines()]
+    assert sorted(listed) == sorted(p.name for p in out.iterdir())
 
 
 def test_environment_variable_chooses_the_backend(tmp_path, backend_name):
