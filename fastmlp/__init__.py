@@ -29,7 +29,8 @@ _EXPORTS = {
     "DeviceMemoryError": "fastmlp.errors",
     "DivergenceError": "fastmlp.errors",
 }
-_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "weights", "files", "plotting", "benchmark")
+_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "weights", "files", "plotting", "benchmark",
+               "evaluation", "images")
 
 __all__ = [*_EXPORTS, "datasets", "__version__"]
 
