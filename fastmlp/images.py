@@ -9,7 +9,8 @@ letter's pixels (grey level >= 16) touch all four edges, whatever the letter's o
 So an image file becomes a network input by this rule (:func:`read_image`):
 
 1. Pillow opens it (PNG, JPEG, GIF, BMP, TIFF, WebP, ...; EXIF rotation applied; a transparent
-   background is laid over white) and converts it to grey levels (ITU-R 601-2 luma, Pillow's "L").
+   background is laid over white) and converts it to grey levels (ITU-R 601-2 luma, Pillow's "L";
+   16-bit grey is divided by 257).
 2. Polarity: the ink must end up light. ``ink="auto"`` reads the background from the image's
    outermost ring of pixels: when at least 90% of it is darker than the middle grey (halfway
    between the darkest and lightest pixel) the letter is light on dark and kept; when at least 90%
@@ -64,17 +65,25 @@ def _open_grey(path):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                image = ImageOps.exif_transpose(image)
-                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                    rgba = image.convert("RGBA")
-                    image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-                return np.asarray(image.convert("L"))
+                return _grey_levels(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise InvalidInputError(f"{path} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidInputError(f"{path} is too large to be a letter ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
         raise InvalidInputError(f"{path} is not a readable image: {exc}") from None
+
+
+def _grey_levels(image):
+    """A Pillow image -> 2-D uint8 grey levels: transparency laid over white, 16-bit grey scaled."""
+    from PIL import Image
+
+    if image.mode.startswith("I"):  # 16-bit grey (PNG, TIFF): 0-65535 -> 0-255; convert("L") would clip
+        return np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257), 0, 255).astype(np.uint8)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(image.convert("L"))
 
 
 def _ink_is_light(grey, ink, path):

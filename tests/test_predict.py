@@ -114,6 +114,14 @@ def test_a_drawn_letter_is_cropped_and_stretched_to_fill_the_frame(tmp_path):
     assert converted[0, 0] < 32 and converted[0, 20] > 128 and converted[27, 0] > 128
 
 
+def test_sixteen_bit_grey_reads_like_eight_bit(tmp_path):
+    eight = render("G", tmp_path / "G8.png")
+    levels = np.asarray(Image.open(eight), dtype=np.uint16) * 257  # 0-255 -> 0-65535
+    Image.fromarray(levels).save(tmp_path / "G16.png")
+    assert Image.open(tmp_path / "G16.png").mode.startswith("I")
+    np.testing.assert_array_equal(images.read_image(tmp_path / "G16.png"), images.read_image(eight))
+
+
 @pytest.mark.parametrize("style", ["black on white PNG", "light on blue JPEG", "black on transparent PNG",
                                    "grey on grey PNG"])
 def test_drawn_letters_are_read(trained_model, tmp_path, style):
