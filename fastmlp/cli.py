@@ -58,7 +58,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     debug = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
 
-    train = commands.add_parser("train", help="train on notMNIST and write curves, history and weights")
+    train = commands.add_parser("train", help="train on notMNIST; write curves, history, weights and the test evaluation")
     train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the cache)")
     train.add_argument("--epochs", type=int, default=200, help="epochs (default 200)")
     train.add_argument("--hidden", type=int, default=1000, help="hidden units H (default 1000)")
@@ -98,7 +98,7 @@ def build_parser():
 def _add_evaluate_parser(commands, debug):
     """``fastmlp evaluate MODEL [--data PATH] [--out DIR]``."""
     evaluate = commands.add_parser("evaluate", help="a weights file on the test split: per-letter scores and pictures")
-    evaluate.add_argument("model", help="weights file written by fastmlp train (model.npz)")
+    evaluate.add_argument("model", metavar="MODEL", help="weights file written by fastmlp train (model.npz)")
     evaluate.add_argument("--data", help="as for train (default: $FASTMLP_DATA, then the cache)")
     evaluate.add_argument("--backend", help="backend to run the model on (default as for train)")
     evaluate.add_argument("--out", help="folder for confusion.png, mistakes.png, summary.txt/.json "
@@ -109,7 +109,7 @@ def _add_evaluate_parser(commands, debug):
 def _add_predict_parser(commands, debug):
     """``fastmlp predict MODEL IMAGE... [--json] [--ink auto|light|dark]``."""
     predict = commands.add_parser("predict", help="the letter in each image file (PNG, JPEG, ...), idx or .npz file")
-    predict.add_argument("model", help="weights file written by fastmlp train (model.npz)")
+    predict.add_argument("model", metavar="MODEL", help="weights file written by fastmlp train (model.npz)")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, idx images files or .npz files")
     predict.add_argument("--ink", choices=("auto", "light", "dark"), default="auto",
                          help="is the letter lighter or darker than its background? (default auto: read from the "

@@ -39,7 +39,7 @@ def _ratio(numerator, denominator):
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
-@dataclass
+@dataclass(eq=False)
 class Report:
     """A model's predictions on labelled data and the measures computed from them."""
 

@@ -58,10 +58,11 @@ def notmnist64():
 
 @pytest.fixture(scope="session")
 def trained_model(notmnist):
-    """A small network trained on the sample's training split (H=100, 100 epochs; ~90% test accuracy)."""
+    """A small network trained on the sample's training split (H=100, 100 epochs; ~90% test accuracy),
+    on the backend FASTMLP_BACKEND chooses (the default where it is unset)."""
     from fastmlp import MLP
 
-    model = MLP(784, 100, 10, backend=DEFAULT, seed=0)
+    model = MLP(784, 100, 10, seed=0)
     model.fit(*notmnist.train, epochs=100)
     return model
 
