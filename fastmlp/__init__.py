@@ -2,7 +2,7 @@
 
     >>> import fastmlp
     >>> data = fastmlp.datasets.load_notmnist()           # FASTMLP_DATA, the cache, or a download
-    >>> model = fastmlp.MLP(784, 1000, 10, backend="numpy")
+    >>> model = fastmlp.MLP(784, 1000, 10)                 # on the backend the environment chooses
     >>> history = model.fit(*data.train, *data.valid, epochs=200)
 
 The names below load on first use (PEP 562), so ``import fastmlp`` is quick, and the command line

@@ -51,7 +51,7 @@ def machine_info():
     """Python, NumPy, CPU and core count."""
     return {
         "python": sys.version.split()[0],
-        "numpy": np.__version__,
+        "numpy_version": np.__version__,
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),

@@ -81,14 +81,8 @@ def _choose_backends(names):
     return [(name, backend_status(name)) for name in names]
 
 
-def compare(backends="all", *, dtypes=("float32",), hiddens=(1000,), n=6000, n_valid=2000,
-            epochs=10, warmup=2, log=print):
-    """Time every usable backend on every (dtype, hidden), interleaved; returns a JSON-able dict."""
-    from . import _sysinfo
-
-    result = {"machine": _sysinfo.machine_info(), "blas": _sysinfo.blas_info(),
-              "date": time.strftime("%Y-%m-%d"), "epochs": epochs, "warmup": warmup,
-              "skipped": {}, "configs": []}
+def _usable(backends, result, log):
+    """The usable backends among those asked for; the others go to ``result['skipped']``."""
     usable = []
     for name, status in _choose_backends(backends):
         if status["usable"]:
@@ -99,30 +93,51 @@ def compare(backends="all", *, dtypes=("float32",), hiddens=(1000,), n=6000, n_v
     if not usable:
         raise BackendError("none of the requested backends can run here: " +
                            "; ".join(f"{name}: {reason}" for name, reason in result["skipped"].items()))
+    return usable
+
+
+def _warm_runner(name, config, warmup):
+    """An EpochRunner for ``config`` after its warm-up epochs, and its entry in the results."""
+    start = time.perf_counter()
+    runner = EpochRunner(name, n=config["n"], n_valid=config["n_valid"], hidden=config["hidden"], dtype=config["dtype"])
+    first = runner.epoch()
+    cold = time.perf_counter() - start
+    for _ in range(max(0, warmup - 1)):
+        runner.epoch()
+        runner.products()
+    entry = {"cold_start_s": cold, "first_epoch_s": first, "epoch_s": [], "floor_s": [],
+             "facts": runner.backend.describe()}
+    return runner, entry
+
+
+def _time_config(usable, config, *, epochs, warmup):
+    """Time every backend on one configuration, interleaved round by round."""
+    runners = {}
+    for name in usable:
+        runners[name], config["backends"][name] = _warm_runner(name, config, warmup)
+    for _ in range(epochs):  # A B C A B C ...
+        for name, runner in runners.items():
+            config["backends"][name]["epoch_s"].append(runner.epoch())
+            config["backends"][name]["floor_s"].append(runner.products())
+    for runner in runners.values():
+        runner.backend.release()
+    _summarise(config)
+
+
+def compare(backends="all", *, dtypes=("float32",), hiddens=(1000,), n=6000, n_valid=2000,
+            epochs=10, warmup=2, log=print):
+    """Time every usable backend on every (dtype, hidden), interleaved; returns a JSON-able dict."""
+    from . import _sysinfo
+
+    result = {"machine": _sysinfo.machine_info(), "blas": _sysinfo.blas_info(),
+              "date": time.strftime("%Y-%m-%d"), "epochs": epochs, "warmup": warmup,
+              "skipped": {}, "configs": []}
+    usable = _usable(backends, result, log)
     for dtype in dtypes:
         for hidden in hiddens:
             config = {"dtype": dtype, "n": n, "n_valid": n_valid, "hidden": hidden,
                       "flops_per_epoch": epoch_flops(n, n_valid, hidden), "backends": {}}
-            runners = {}
-            for name in usable:
-                start = time.perf_counter()
-                runner = EpochRunner(name, n=n, n_valid=n_valid, hidden=hidden, dtype=dtype)
-                first = runner.epoch()
-                cold = time.perf_counter() - start
-                for _ in range(max(0, warmup - 1)):
-                    runner.epoch()
-                    runner.products()
-                runners[name] = runner
-                config["backends"][name] = {
-                    "cold_start_s": cold, "first_epoch_s": first, "epoch_s": [], "floor_s": [],
-                    "facts": runner.backend.describe()}
-            for _ in range(epochs):  # A B C A B C ...
-                for name, runner in runners.items():
-                    config["backends"][name]["epoch_s"].append(runner.epoch())
-                    config["backends"][name]["floor_s"].append(runner.products())
-            for runner in runners.values():
-                runner.backend.release()
-            _summarise(config)
+            _time_config(usable, config, epochs=epochs, warmup=warmup)
             result["configs"].append(config)
             log(format_table(config))
     return result

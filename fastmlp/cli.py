@@ -127,12 +127,20 @@ def _requested_backends(args):
     return getattr(args, "backends", [])
 
 
+#: API argument -> the flag that sets it, so messages name what the user typed
+_FLAGS = {"n_hidden": "--hidden", "epochs": "--epochs", "lr": "--lr", "momentum": "--momentum",
+          "batch_size": "--batch-size", "dtype": "--dtype", "seed": "--seed"}
+
+
 def _print_error(exc, debug):
     if debug:
         import traceback
 
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     message = " ".join(str(exc).split()) or type(exc).__name__
+    parameter = getattr(exc, "parameter", None)
+    if parameter in _FLAGS and message.startswith(parameter):
+        message = _FLAGS[parameter] + message[len(parameter):]
     print(f"fastmlp: error: {message}", file=sys.stderr)
 
 
@@ -141,13 +149,9 @@ def _train(args):
     from .files import atomic_write
     from .mlp import MLP
     from .plotting import plot_curves
-    from .validation import check_hyperparameters, check_positive_int
-
-    check_positive_int(args.hidden, "--hidden")
-    check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
     model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed)
     facts = model.backend_facts
-    extra = ", ".join(f"{k}={v}" for k, v in facts.items() if k in ("blas", "blas_threads", "numba_threads"))
+    extra = ", ".join(f"{k}={v}" for k, v in facts.items() if k == "blas" or k.endswith("threads"))
     print(f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}", flush=True)
     data = datasets.load_notmnist(args.data, dtype=args.dtype)
     print(f"data: {data.source} (train {len(data.train[1])}, valid {len(data.valid[1])}, "
@@ -256,9 +260,21 @@ def _bench(args):
     return 0
 
 
+def _backend_line(name, status, facts):
+    """One line of ``fastmlp info``: installed, usable, and the backend's own facts or why not."""
+    from .backends import get_backend
+
+    line = f"  {name:<6} installed: {'yes' if status['installed'] else 'no':<3} usable: {'yes' if status['usable'] else 'no'}"
+    if not status["usable"]:
+        return line + f"  why: {status['reason']}"
+    described = get_backend(name).describe()
+    details = {k: v for k, v in described.items() if k not in facts and k not in ("backend", "device")}
+    return line + ("  (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")" if details else "")
+
+
 def _info(args):
     from . import __version__, _sysinfo
-    from .backends import BACKEND_NAMES, backend_status, describe_choice, get_backend
+    from .backends import BACKEND_NAMES, backend_status, describe_choice
 
     facts = {"fastmlp": __version__, **_sysinfo.machine_info(), **_sysinfo.blas_info()}
     for key, value in facts.items():
@@ -266,16 +282,7 @@ def _info(args):
     print(f"chosen by default: {describe_choice()}")
     print("backends:")
     for name in BACKEND_NAMES:
-        status = backend_status(name)
-        line = f"  {name:<6} installed: {'yes' if status['installed'] else 'no':<3} usable: {'yes' if status['usable'] else 'no'}"
-        if status["usable"]:
-            described = get_backend(name).describe()
-            details = {k: v for k, v in described.items() if k not in facts and k not in ("backend", "device")}
-            if details:
-                line += "  (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")"
-        else:
-            line += f"  why: {status['reason']}"
-        print(line)
+        print(_backend_line(name, backend_status(name), facts))
     return 0
 
 

@@ -28,7 +28,14 @@ __all__ = [
 
 
 class FastMLPError(Exception):
-    """Base class of every error fastmlp raises on purpose."""
+    """Base class of every error fastmlp raises on purpose.
+
+    ``parameter``: the API argument the error is about, when there is one (the command line
+    names its flag instead)."""
+
+    def __init__(self, *args, parameter=None):
+        super().__init__(*args)
+        self.parameter = parameter
 
 
 class InvalidInputError(FastMLPError, ValueError):

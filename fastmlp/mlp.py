@@ -9,7 +9,7 @@ from .backends import get_backend
 from .errors import InvalidInputError
 from .optim import INITIAL_VELOCITY
 from .validation import (check_classes, check_dtype, check_features, check_hyperparameters, check_labels,
-                         check_positive_int)
+                         check_layout, check_params)
 
 __all__ = ["MLP"]
 
@@ -18,19 +18,16 @@ class MLP:
     """784 -> H (ReLU) -> 10 (softmax) network trained by full-batch gradient descent with momentum.
 
     Parameters are Xavier-initialised on the host with ``numpy.random.default_rng(seed)``, so every
-    backend starts from identical weights. ``backend`` is a name (``numpy``, ``numba``, ``cupy``,
-    ``auto``) or None for ``FASTMLP_BACKEND`` / the default. ``classes`` names the outputs (saved with
-    the weights); None means the notMNIST letters A-J when ``n_out`` is 10, else "0" ... "K-1".
+    backend starts from identical weights. ``backend`` is a registered backend's name (see
+    ``fastmlp info`` and :mod:`fastmlp.backends`), ``auto``, or None for the environment's choice.
+    ``classes`` names the outputs (saved with the weights); None means the notMNIST letters A-J when
+    ``n_out`` is 10, else "0" ... "K-1".
     """
 
     def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0, classes=None):
-        n_in = check_positive_int(n_in, "n_in")
-        n_hidden = check_positive_int(n_hidden, "n_hidden")
-        n_out = check_positive_int(n_out, "n_out")
-        if n_out < 2:
-            raise InvalidInputError(f"n_out must be at least 2 classes, got {n_out}")
+        n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}")
+            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", parameter="seed")
         dtype = check_dtype(dtype)
         classes = check_classes(classes, n_out)
         self._setup(model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype), backend, dtype, classes)
@@ -52,30 +49,7 @@ class MLP:
         """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}.
 
         ``classes``: the K class names (None: as in :class:`MLP`)."""
-        if not hasattr(params, "keys"):
-            raise InvalidInputError(f"params must be a mapping of {', '.join(model.PARAM_NAMES)}, got {type(params).__name__}")
-        host = {k: np.asarray(v) for k, v in params.items()}
-        problems = []
-        missing = [k for k in model.PARAM_NAMES if k not in host]
-        extra = sorted(set(host) - set(model.PARAM_NAMES))
-        if missing:
-            problems.append(f"missing {', '.join(missing)}")
-        if extra:
-            problems.append(f"unexpected {', '.join(extra)}")
-        if not problems:
-            if host["W1"].ndim != 2 or host["W2"].ndim != 2:
-                problems.append(f"W1 and W2 must be 2-D, got shapes {host['W1'].shape} and {host['W2'].shape}")
-            else:
-                expected = model.param_shapes(host["W1"].shape[0], host["W1"].shape[1], host["W2"].shape[1])
-                problems += [f"{k} has shape {host[k].shape}, expected {expected[k]}"
-                             for k in model.PARAM_NAMES if host[k].shape != expected[k]]
-            for k in model.PARAM_NAMES:
-                if not np.issubdtype(host[k].dtype, np.floating):
-                    problems.append(f"{k} has dtype {host[k].dtype}, expected float32 or float64")
-                elif not np.isfinite(host[k]).all():
-                    problems.append(f"{k} contains NaN or infinity")
-        if problems:
-            raise InvalidInputError("invalid parameters: " + "; ".join(problems))
+        host = check_params(params)
         dtype = check_dtype(dtype if dtype is not None else host["W1"].dtype)
         classes = check_classes(classes, host["W2"].shape[1])
         self = cls.__new__(cls)
@@ -185,11 +159,11 @@ class MLP:
 
     def evaluate(self, X, y):
         """(average cross-entropy, accuracy) on (X, y), as Python floats."""
+        backend = self._backend
         X_host = check_features(X, self.dtype, n_features=self.n_in)
-        labels = self._backend.asarray(check_labels(y, self.n_out, n_samples=len(X_host)))
-        S2, _ = model.forward(self._backend, self._params, self._backend.asarray(X_host))
-        loss, acc = self._backend.logits_loss_acc(S2, labels)
-        return float(self._backend.to_numpy(loss)), float(self._backend.to_numpy(acc))
+        labels = backend.asarray(check_labels(y, self.n_out, n_samples=len(X_host)))
+        loss, acc = model.evaluate(backend, self._params, backend.asarray(X_host), labels)
+        return float(backend.to_numpy(loss)), float(backend.to_numpy(acc))
 
     # ------------------------------------------------------ persistence
     def save(self, path):
@@ -204,5 +178,5 @@ class MLP:
         """A model with the parameters and class names saved at ``path`` (see :meth:`save`).
 
         A file written before class names were saved gets the default names (see :class:`MLP`)."""
-        params, metadata = weights.load_weights(path)
+        params, metadata = weights.load_weights(path)  # checked there by the same rule as from_params
         return cls.from_params(params, backend=backend, dtype=metadata["dtype"], classes=metadata.get("classes"))

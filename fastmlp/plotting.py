@@ -74,16 +74,22 @@ def plot_bars(result, path):
     save_figure(figure, path)
 
 
+def _sweep_lines(points):
+    """(label, [points]) per backend and sweep: H grows at the usual N, N grows at the usual H."""
+    for name in dict.fromkeys(p["backend"] for p in points):
+        mine = [p for p in points if p["backend"] == name]
+        for label, fixed in (("H grows", "n"), ("N grows", "hidden")):
+            values = [p[fixed] for p in mine]
+            base = max(set(values), key=values.count)  # the value most points share
+            line = sorted((p for p in mine if p[fixed] == base), key=lambda p: p["flops"])
+            yield f"{name}, {label} ({fixed}={base})", line
+
+
 def plot_sweep(points, path):
     """Log-log plot of seconds per epoch against FLOPs per epoch, one line per backend and sweep."""
     figure, axes = _figure(figsize=(6.4, 4.8))
-    for name in sorted({p["backend"] for p in points}):
-        mine = [p for p in points if p["backend"] == name]
-        for label, fixed in (("H grows", "n"), ("N grows", "hidden")):
-            base = max({p[fixed] for p in mine}, key=lambda v: sum(p[fixed] == v for p in mine))
-            line = sorted((p for p in mine if p[fixed] == base), key=lambda p: p["flops"])
-            axes.plot([p["flops"] for p in line], [p["median_s"] for p in line], marker="o",
-                      label=f"{name}, {label} ({fixed}={base})")
+    for label, line in _sweep_lines(points):
+        axes.plot([p["flops"] for p in line], [p["median_s"] for p in line], marker="o", label=label)
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("FLOPs of matrix products per epoch")

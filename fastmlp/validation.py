@@ -14,8 +14,10 @@ import numpy as np
 
 from .errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["DTYPES", "check_dtype", "check_features", "check_labels", "check_hyperparameters", "check_positive_int",
-           "check_classes", "classes_problem"]
+__all__ = [
+    "DTYPES", "check_dtype", "check_features", "check_labels", "check_hyperparameters", "check_positive_int",
+    "check_layout", "layout_problems", "check_params", "check_classes", "classes_problem",
+]
 
 DTYPES = ("float32", "float64")
 
@@ -23,11 +25,11 @@ DTYPES = ("float32", "float64")
 def check_dtype(dtype):
     """'float32' or 'float64' (a NumPy dtype or its name) -> its name."""
     try:
-        name = np.dtype(dtype).name
+        name = np.dtype(dtype).name if dtype is not None else None
     except TypeError:
         name = None
     if name not in DTYPES:
-        raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", parameter="dtype")
     return name
 
 
@@ -45,34 +47,11 @@ def check_features(X, dtype, *, n_features=None, name="X"):
 
     A stack of images (N, 28, 28) is flattened to (N, 784); 1-D or 4-D input is an error.
     """
-    X = _as_host_array(X, name)
-    if X.dtype == object or np.issubdtype(X.dtype, np.complexfloating) or not (
-        np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_
-    ):
-        raise InvalidTypeError(
-            f"{name} has dtype {X.dtype}; it must hold real numbers (uint8, integer or float)"
-        )
-    if X.ndim == 3:
-        X = X.reshape(X.shape[0], -1)
-    if X.ndim != 2:
-        raise InvalidInputError(
-            f"{name} must be 2-D (samples, features) or a 3-D stack of images, got shape {X.shape}"
-        )
-    n_rows, n_cols = X.shape
-    if n_rows == 0 or n_cols == 0:
-        raise InvalidInputError(f"{name} has shape {X.shape}: it needs at least one sample and one feature")
-    if n_features is not None and n_cols != n_features:
-        raise InvalidInputError(f"{name} has {n_cols} features, the model expects {n_features}")
+    X = _as_matrix(_as_host_array(X, name), name)
+    if n_features is not None and X.shape[1] != n_features:
+        raise InvalidInputError(f"{name} has {X.shape[1]} features, the model expects {n_features}")
     if np.issubdtype(X.dtype, np.floating):
-        finite = np.isfinite(X)
-        if not finite.all():
-            bad_rows = ~finite.all(axis=1)
-            first = int(np.argmax(bad_rows))
-            kind = "NaN" if np.isnan(X[first]).any() else "infinity"
-            raise InvalidInputError(
-                f"{name} contains {kind} (first in row {first}, {int(bad_rows.sum())} bad rows); "
-                "remove or impute those values"
-            )
+        _check_finite_rows(X, name)
     # only a narrowing float conversion (float64 -> float32) can overflow; integers always fit
     narrowing = np.issubdtype(X.dtype, np.floating) and X.dtype.itemsize > np.dtype(dtype).itemsize
     with np.errstate(over="ignore"):  # reported just below, with the row
@@ -83,6 +62,32 @@ def check_features(X, dtype, *, n_features=None, name="X"):
         first = int(np.argmax(~np.isfinite(X).all(axis=1)))
         raise InvalidInputError(f"{name} contains infinity after conversion to {dtype} (first in row {first})")
     return X
+
+
+def _as_matrix(X, name):
+    """A real-valued (N, D) view of X; a stack of images (N, 28, 28) is flattened to (N, 784)."""
+    if X.dtype == object or np.issubdtype(X.dtype, np.complexfloating) or not (
+        np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_
+    ):
+        raise InvalidTypeError(f"{name} has dtype {X.dtype}; it must hold real numbers (uint8, integer or float)")
+    if X.ndim == 3:
+        X = X.reshape(X.shape[0], -1)
+    if X.ndim != 2:
+        raise InvalidInputError(f"{name} must be 2-D (samples, features) or a 3-D stack of images, got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise InvalidInputError(f"{name} has shape {X.shape}: it needs at least one sample and one feature")
+    return X
+
+
+def _check_finite_rows(X, name):
+    finite = np.isfinite(X)
+    if not finite.all():
+        bad_rows = ~finite.all(axis=1)
+        first = int(np.argmax(bad_rows))
+        kind = "NaN" if np.isnan(X[first]).any() else "infinity"
+        raise InvalidInputError(
+            f"{name} contains {kind} (first in row {first}, {int(bad_rows.sum())} bad rows); remove or impute those values"
+        )
 
 
 def check_labels(y, n_classes, *, n_samples=None, name="y"):
@@ -129,7 +134,7 @@ def check_positive_int(value, name, *, allow_none=False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}")
+        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}", parameter=name)
     return int(value)
 
 
@@ -137,14 +142,71 @@ def check_hyperparameters(*, epochs, lr, momentum, batch_size):
     """Validate the training settings; returns them as (int, float, float, int | None)."""
     epochs = check_positive_int(epochs, "epochs")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
-        raise InvalidInputError(f"lr (the learning rate) must be a finite number > 0, got {lr!r}")
+        raise InvalidInputError(f"lr (the learning rate) must be a finite number > 0, got {lr!r}", parameter="lr")
     if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
             or not math.isfinite(momentum) or not 0 <= momentum < 1):
-        raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}")
+        raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}", parameter="momentum")
     batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
     return epochs, float(lr), float(momentum), batch_size
 
 
+# ------------------------------------------------------------- parameters
+def layout_problems(shapes, *, describe="{name} has shape"):
+    """Every problem with the parameter shapes ``{name: tuple}``, measured against
+    :func:`fastmlp.model.param_shapes`: missing or unexpected names, weights that are not 2-D,
+    shapes that do not fit together, fewer than two classes. ``describe`` words each shape."""
+    from .model import PARAM_NAMES, param_shapes
+
+    missing = [k for k in PARAM_NAMES if k not in shapes]
+    extra = sorted(set(shapes) - set(PARAM_NAMES))
+    problems = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unexpected {', '.join(extra)}"] * bool(extra)
+    if missing:
+        return problems
+    if len(shapes["W1"]) != 2 or len(shapes["W2"]) != 2:
+        return problems + [f"W1 and W2 must be 2-D, got shapes {tuple(shapes['W1'])} and {tuple(shapes['W2'])}"]
+    expected = param_shapes(shapes["W1"][0], shapes["W1"][1], shapes["W2"][1])
+    problems += [f"{describe.format(name=k)} {tuple(shapes[k])}, expected {expected[k]}"
+                 for k in PARAM_NAMES if tuple(shapes[k]) != expected[k]]
+    if shapes["W2"][1] < 2:
+        problems.append(f"n_out must be at least 2 classes, got {shapes['W2'][1]} (the columns of W2)")
+    return problems
+
+
+def check_layout(n_in, n_hidden, n_out):
+    """The network's sizes as ints, checked by the same rule as every parameter dict."""
+    sizes = [check_positive_int(n, name) for n, name in ((n_in, "n_in"), (n_hidden, "n_hidden"), (n_out, "n_out"))]
+    from .model import param_shapes
+
+    problems = layout_problems(param_shapes(*sizes))
+    if problems:
+        raise InvalidInputError("; ".join(problems), parameter="n_out")
+    return sizes
+
+
+def check_params(params):
+    """A parameter mapping {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)} -> host arrays.
+
+    Raises InvalidInputError listing every problem: names, shapes, dtypes, NaN or infinity."""
+    if not hasattr(params, "keys"):
+        raise InvalidInputError(f"params must be a mapping of W1, b1, W2, b2, got {type(params).__name__}")
+    host = {k: np.asarray(v) for k, v in params.items()}
+    problems = layout_problems({k: v.shape for k, v in host.items()})
+    problems += [p for name, array in host.items() for p in array_problems(name, array)]
+    if problems:
+        raise InvalidInputError("invalid parameters: " + "; ".join(problems))
+    return host
+
+
+def array_problems(name, array):
+    """A parameter array's problems: not floating point, or NaN / infinity inside."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return [f"{name} has dtype {array.dtype}, expected float32 or float64"]
+    if not np.isfinite(array).all():
+        return [f"{name} contains NaN or infinity"]
+    return []
+
+
+# ---------------------------------------------------------- class names
 def _default_classes(n_classes):
     """The notMNIST letters A-J for 10 classes, else "0", "1", ... "K-1"."""
     from .datasets import CLASSES
@@ -174,5 +236,5 @@ def check_classes(classes, n_classes):
         return _default_classes(n_classes)
     problem = classes_problem(classes, n_classes)
     if problem:
-        raise InvalidInputError(problem)
+        raise InvalidInputError(problem, parameter="classes")
     return tuple(classes)

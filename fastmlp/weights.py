@@ -24,7 +24,7 @@ import numpy as np
 from .errors import InvalidInputError, MissingFileError
 from .files import atomic_write
 from .model import PARAM_NAMES
-from .validation import DTYPES, classes_problem
+from .validation import DTYPES, array_problems, classes_problem, layout_problems
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights"]
 
@@ -86,26 +86,79 @@ def _declared_layout(metadata, problems):
     if dtype not in DTYPES:
         problems.append(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         dtype = None
-    shapes = metadata.get("shapes")
-    declared = {}
-    if not isinstance(shapes, dict):
-        problems.append("metadata has no 'shapes' object")
-        return dtype, declared
-    for name in PARAM_NAMES:
-        shape = shapes.get(name)
-        if (not isinstance(shape, list) or not shape
-                or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape)):
-            problems.append(f"declared shape of {name} is {shape!r}, not a list of positive integers")
-        else:
-            declared[name] = tuple(shape)
-    if len(declared) == len(PARAM_NAMES):
-        D, H = declared["W1"]
-        expected = {"W1": (D, H), "b1": (H,), "W2": (H, declared["W2"][-1]), "b2": (declared["W2"][-1],)}
-        for name in PARAM_NAMES:
-            if declared[name] != expected[name]:
-                problems.append(f"declared shape of {name} is {declared[name]}, expected {expected[name]}")
+    declared = _declared_shapes(metadata.get("shapes"), problems)
+    if len(declared.get("W2", ())) == 2:
         _check_classes(metadata, declared["W2"][-1], problems)
     return dtype, declared
+
+
+def _is_shape(value):
+    return (isinstance(value, list) and value
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value))
+
+
+def _declared_shapes(shapes, problems):
+    """{name: shape} from the metadata's 'shapes' object, checked by the rule of every parameter dict."""
+    if not isinstance(shapes, dict):
+        problems.append("metadata has no 'shapes' object")
+        return {}
+    declared = {}
+    for name in PARAM_NAMES:
+        if _is_shape(shapes.get(name)):
+            declared[name] = tuple(shapes[name])
+        else:
+            problems.append(f"declared shape of {name} is {shapes.get(name)!r}, not a list of positive integers")
+    if len(declared) == len(PARAM_NAMES):
+        problems += layout_problems(declared, describe="declared shape of {name} is")
+    return declared
+
+
+def _member_problems(archive, dtype, declared):
+    """Missing or unexpected members, and members larger than their declared shape allows
+    (found from the zip's directory, before decompressing anything)."""
+    members = {info.filename: info for info in archive.infolist()}
+    expected_members = {f"{name}.npy" for name in PARAM_NAMES} | {_METADATA}
+    missing = sorted(n[:-4] for n in expected_members - set(members) if n != _METADATA)
+    extra = sorted(set(members) - expected_members)
+    problems = [f"missing arrays: {', '.join(missing)}"] * bool(missing)
+    problems += [f"unexpected members: {', '.join(extra)}"] * bool(extra)
+    itemsize = np.dtype(dtype).itemsize if dtype else 8
+    for name, shape in declared.items():
+        info = members.get(f"{name}.npy")
+        limit = math.prod(shape) * itemsize + _MAX_NPY_HEADER_BYTES
+        if info is not None and info.file_size > limit:
+            problems.append(
+                f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
+                f"shape {shape} allows ({limit}); refused without decompressing"
+            )
+    return problems
+
+
+def _read_arrays(archive, problems):
+    """{name: array} of the members that can be read without pickle; the rest go to ``problems``."""
+    params = {}
+    for name in PARAM_NAMES:
+        try:
+            with archive.open(f"{name}.npy") as member:
+                params[name] = np.lib.format.read_array(member, allow_pickle=False)
+        except ValueError as exc:  # object arrays need pickle: refused
+            problems.append(f"{name} cannot be read without pickle ({exc}); refused")
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            problems.append(f"{name} is corrupt ({exc})")
+    return params
+
+
+def _open_archive(path):
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"weights file {path} does not exist")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidInputError(
+            f"{path} is not a fastmlp weights file: not a readable zip archive ({exc}); "
+            "it may be truncated or of another format"
+        ) from None
 
 
 def _check_classes(metadata, n_classes, problems):
@@ -115,61 +168,28 @@ def _check_classes(metadata, n_classes, problems):
     if problem:
         problems.append(problem)
 
+
 def load_weights(path):
     """Read a weights file -> ({'W1', 'b1', 'W2', 'b2'} -> host arrays, metadata dict).
 
     Raises MissingFileError when the file is missing and InvalidInputError listing every
     problem when it is not a valid fastmlp weights file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"weights file {path} does not exist")
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InvalidInputError(
-            f"{path} is not a fastmlp weights file: not a readable zip archive ({exc}); "
-            "it may be truncated or of another format"
-        ) from None
-    with archive:
+    def refuse(problems):
+        if problems:
+            raise InvalidInputError(f"{path} is not a valid fastmlp weights file: " + "; ".join(problems))
+
+    with _open_archive(path) as archive:
         metadata = _read_metadata(archive, path)
         problems = []
         dtype, declared = _declared_layout(metadata, problems)
-        members = {info.filename: info for info in archive.infolist()}
-        expected_members = {f"{name}.npy" for name in PARAM_NAMES} | {_METADATA}
-        missing = sorted(n[:-4] for n in expected_members - set(members) if n != _METADATA)
-        extra = sorted(set(members) - expected_members)
-        if missing:
-            problems.append(f"missing arrays: {', '.join(missing)}")
-        if extra:
-            problems.append(f"unexpected members: {', '.join(extra)}")
-        itemsize = np.dtype(dtype).itemsize if dtype else 8
-        for name, shape in declared.items():
-            info = members.get(f"{name}.npy")
-            limit = math.prod(shape) * itemsize + _MAX_NPY_HEADER_BYTES
-            if info is not None and info.file_size > limit:
-                problems.append(
-                    f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
-                    f"shape {shape} allows ({limit}); refused without decompressing"
-                )
-        if problems:
-            raise InvalidInputError(f"{path} is not a valid fastmlp weights file: " + "; ".join(problems))
-        params = {}
-        for name in PARAM_NAMES:
-            try:
-                with archive.open(f"{name}.npy") as member:
-                    params[name] = np.lib.format.read_array(member, allow_pickle=False)
-            except ValueError as exc:  # object arrays need pickle: refused
-                problems.append(f"{name} cannot be read without pickle ({exc}); refused")
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                problems.append(f"{name} is corrupt ({exc})")
+        refuse(problems + _member_problems(archive, dtype, declared))
+        params = _read_arrays(archive, problems)
     for name, array in params.items():
         if array.dtype.name != dtype:
             problems.append(f"{name} has dtype {array.dtype}, metadata says {dtype}")
         if array.shape != declared[name]:
             problems.append(f"{name} has shape {array.shape}, metadata says {declared[name]}")
-        if np.issubdtype(array.dtype, np.number) and not np.isfinite(array).all():
-            problems.append(f"{name} contains NaN or infinity")
-    if problems:
-        raise InvalidInputError(f"{path} is not a valid fastmlp weights file: " + "; ".join(problems))
+        problems += [p for p in array_problems(name, array) if "dtype" not in p]
+    refuse(problems)
     return params, metadata

@@ -64,7 +64,7 @@ def test_info_lists_every_backend():
     result = fastmlp_cli("info")
     assert result.returncode == 0, result.stderr
     assert f"fastmlp: {fastmlp.__version__}" in result.stdout
-    assert "numpy: " in result.stdout and "blas: " in result.stdout and "blas_threads: " in result.stdout
+    assert "numpy_version: " in result.stdout and "blas: " in result.stdout and "blas_threads: " in result.stdout
     for name in ("numpy", "numba", "cupy"):
         assert any(line.strip().startswith(f"{name} ") and "usable:" in line for line in result.stdout.splitlines())
 
@@ -77,13 +77,13 @@ def test_console_script_is_installed():
 
 BAD_COMMANDS = {
     "unknown backend": (["train", "--backend", "tensorflow"], r"unknown backend 'tensorflow'"),
-    "zero epochs": (["train", "--epochs", "0"], r"epochs must be an integer >= 1, got 0"),
-    "zero hidden": (["train", "--hidden", "0"], r"must be an integer >= 1, got 0"),
-    "negative lr": (["train", "--lr", "-0.1"], r"lr \(the learning rate\) must be a finite number > 0, got -0.1"),
-    "nan lr": (["train", "--lr", "nan"], r"lr \(the learning rate\) must be a finite number > 0"),
-    "momentum 1": (["train", "--momentum", "1"], r"momentum must be in \[0, 1\), got 1.0"),
-    "batch size 0": (["train", "--batch-size", "0"], r"batch_size must be an integer >= 1, got 0"),
-    "bad dtype": (["train", "--dtype", "float16"], r"dtype must be one of float32, float64, got 'float16'"),
+    "zero epochs": (["train", "--epochs", "0"], r"--epochs must be an integer >= 1, got 0"),
+    "zero hidden": (["train", "--hidden", "0"], r"--hidden must be an integer >= 1, got 0"),
+    "negative lr": (["train", "--lr", "-0.1"], r"--lr \(the learning rate\) must be a finite number > 0, got -0.1"),
+    "nan lr": (["train", "--lr", "nan"], r"--lr \(the learning rate\) must be a finite number > 0"),
+    "momentum 1": (["train", "--momentum", "1"], r"--momentum must be in \[0, 1\), got 1.0"),
+    "batch size 0": (["train", "--batch-size", "0"], r"--batch-size must be an integer >= 1, got 0"),
+    "bad dtype": (["train", "--dtype", "float16"], r"--dtype must be one of float32, float64, got 'float16'"),
     "not a number": (["train", "--epochs", "many"], r"invalid int value: 'many'"),
     "no command": ([], r"required: command"),
     "missing data": (["train", "--data", "/nonexistent/notmnist"], r"data path /nonexistent/notmnist .* does not exist"),

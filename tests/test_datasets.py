@@ -106,56 +106,41 @@ def test_folder_without_data(tmp_path):
         datasets.load_notmnist(tmp_path)
 
 
-def test_truncated_gz_is_one_clear_error(tmp_path):
-    images, labels = tiny_images(20)
-    path = write_idx(tmp_path / "x-images-idx3-ubyte.gz", images)
-    write_idx(tmp_path / "x-labels-idx1-ubyte.gz", labels)
+def _truncate_half(path):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
-    with pytest.raises(InvalidInputError, match=r"x-images-idx3-ubyte.gz is not a readable gzip file"):
-        datasets.load_notmnist(tmp_path)
 
 
-def test_corrupt_gz_is_one_clear_error(tmp_path):
-    images, labels = tiny_images(20)
-    path = write_idx(tmp_path / "x-images-idx3-ubyte.gz", images)
-    write_idx(tmp_path / "x-labels-idx1-ubyte.gz", labels)
+def _overwrite_20_bytes(path):
     data = bytearray(path.read_bytes())
     data[20:40] = b"\xff" * 20
     path.write_bytes(bytes(data))
-    with pytest.raises(InvalidInputError, match="gzip"):
-        datasets.load_notmnist(tmp_path)
 
 
-def test_wrong_magic_number(tmp_path):
-    images, labels = tiny_images(20)
-    write_idx(tmp_path / "x-images-idx3-ubyte", images, magic=0x00000801)
-    write_idx(tmp_path / "x-labels-idx1-ubyte", labels)
-    with pytest.raises(InvalidInputError, match=r"wrong magic number 0x00000801, expected 0x00000803"):
-        datasets.load_notmnist(tmp_path)
-
-
-def test_wrong_dtype_byte(tmp_path):
-    images, labels = tiny_images(20)
-    write_idx(tmp_path / "x-images-idx3-ubyte", images, dtype_byte=0x0D)
-    write_idx(tmp_path / "x-labels-idx1-ubyte", labels)
-    with pytest.raises(InvalidInputError, match=r"dtype byte 0x0d, expected 0x08"):
-        datasets.load_notmnist(tmp_path)
-
-
-def test_wrong_payload_size(tmp_path):
-    images, labels = tiny_images(20)
-    path = write_idx(tmp_path / "x-images-idx3-ubyte", images)
-    write_idx(tmp_path / "x-labels-idx1-ubyte", labels)
+def _drop_last_5_bytes(path):
     path.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(InvalidInputError, match=r"payload is 15675 bytes, the header's shape \(20, 28, 28\) needs 15680"):
-        datasets.load_notmnist(tmp_path)
 
 
-def test_image_and_label_counts_differ(tmp_path):
+#: a broken idx pair -> the error it must get: (file suffix, writer options, damage, labels kept, message)
+BAD_IDX = {
+    "truncated gz": (".gz", {}, _truncate_half, 20, r"x-images-idx3-ubyte.gz is not a readable gzip file"),
+    "corrupt gz": (".gz", {}, _overwrite_20_bytes, 20, "gzip"),
+    "wrong magic number": ("", {"magic": 0x00000801}, None, 20, r"wrong magic number 0x00000801, expected 0x00000803"),
+    "wrong dtype byte": ("", {"dtype_byte": 0x0D}, None, 20, r"dtype byte 0x0d, expected 0x08"),
+    "wrong payload size": ("", {}, _drop_last_5_bytes, 20,
+                           r"payload is 15675 bytes, the header's shape \(20, 28, 28\) needs 15680"),
+    "image and label counts differ": ("", {}, None, 19, "20 images but 19 labels"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_IDX, ids=list(BAD_IDX))
+def test_a_bad_idx_pair_is_one_clear_error(tmp_path, case):
+    suffix, options, damage, n_labels, message = BAD_IDX[case]
     images, labels = tiny_images(20)
-    write_idx(tmp_path / "x-images-idx3-ubyte", images)
-    write_idx(tmp_path / "x-labels-idx1-ubyte", labels[:19])
-    with pytest.raises(InvalidInputError, match="20 images but 19 labels"):
+    path = write_idx(tmp_path / f"x-images-idx3-ubyte{suffix}", images, **options)
+    write_idx(tmp_path / f"x-labels-idx1-ubyte{suffix}", labels[:n_labels])
+    if damage is not None:
+        damage(path)
+    with pytest.raises(InvalidInputError, match=message):
         datasets.load_notmnist(tmp_path)
 
 

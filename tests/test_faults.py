@@ -1,7 +1,7 @@
 """Bad input through the API: each row of the faults table (docs/faults.md) names its test here.
 
 Rows 13-24 are tested beside the code they concern: divergence in test_training.py and
-test_cli.py, weights files in test_io.py, data files in test_datasets.py, downloads in
+test_cli.py, weights files in test_weights.py, data files in test_datasets.py, downloads in
 test_download.py; backends (25-27) in test_backends.py.
 """
 

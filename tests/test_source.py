@@ -39,6 +39,37 @@ def test_the_math_and_the_loop_never_name_a_backend():
         assert "fastmlp.backends" not in text and "from .backends" not in text, name
 
 
+def _string_constants(path):
+    """(line, text, is_docstring) of every string constant in a module."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value, id(node) in docstrings
+
+
+def test_backend_names_live_only_in_the_backends_package():
+    """Every module outside fastmlp/backends/ asks the registry: no backend name, no FASTMLP_BACKEND."""
+    from fastmlp.backends import BACKEND_NAMES, ENV_VAR
+
+    library_names = {"numpy"}  # also the name of the library every backend is measured against
+    outside = [path for path in SOURCES if "backends" not in path.relative_to(PACKAGE).parts]
+    assert len(outside) > 10
+    found = []
+    for path in outside:
+        for line, text, is_docstring in _string_constants(path):
+            for name in BACKEND_NAMES:
+                pattern = (rf"^{name}$|backend[= ]+['\"]?{name}\b" if name in library_names
+                           else rf"(?<![\w.]){name}(?![\w])")
+                if re.search(pattern, text.strip()):
+                    found.append(f"{path.name}:{line}: {name!r} in {text[:60]!r}")
+            if ENV_VAR in text and not is_docstring:
+                found.append(f"{path.name}:{line}: {ENV_VAR} in {text[:60]!r}")
+    assert found == []
+
+
 def test_no_kernel_uses_fastmath():
     text = (PACKAGE / "backends" / "_numba_kernels.py").read_text()
     assert "fastmath" not in text.replace("without ``fastmath``", "")

@@ -17,6 +17,7 @@ from .base import InPlaceBackend
 
 __all__ = ["CupyBackend"]
 
+
 class CupyBackend(InPlaceBackend):
     """CuPy on the current CUDA device."""
 

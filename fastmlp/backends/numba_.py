@@ -26,7 +26,8 @@ __all__ = ["NumbaBackend"]
 
 
 class NumbaBackend(NumpyBackend):
-    """NumPy arrays with fused Numba kernels for the element-wise steps."""
+    """NumPy arrays with fused Numba kernels for the element-wise steps; the products stay
+    with NumPy's BLAS."""
 
     name = "numba"
     package = "numba"
