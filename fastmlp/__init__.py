@@ -30,7 +30,8 @@ _EXPORTS = {
     "HostMemoryError": "fastmlp.errors",
     "DivergenceError": "fastmlp.errors",
 }
-_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "weights", "files", "plotting", "benchmark", "memory")
+_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "weights", "files", "plotting", "benchmark",
+               "memory", "evaluation", "images")
 
 __all__ = [*_EXPORTS, "datasets", "__version__"]
 

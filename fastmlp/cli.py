@@ -1,4 +1,4 @@
-"""The ``fastmlp`` command: ``train``, ``bench`` and ``info``.
+"""The ``fastmlp`` command: ``train``, ``evaluate``, ``predict``, ``bench`` and ``info``.
 
 Exit status: 0 success; 2 an error (one line on stderr, ``--debug`` shows the traceback);
 3 a *failed run*: training finished but did not learn (final training loss not below the initial
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 __all__ = ["main", "build_parser"]
 
@@ -84,15 +85,25 @@ def _list(text):
 
 
 def build_parser():
-    from .backends import BACKEND_NAMES, DEFAULT, ENV_VAR  # imports no NumPy
-
-    parser = _Parser(prog="fastmlp", description="Train and benchmark the two-layer notMNIST network.")
+    parser = _Parser(prog="fastmlp", description="Train, evaluate, use and benchmark the two-layer notMNIST network.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--version", action="version", version=f"fastmlp {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     debug = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+    _add_train_parser(commands, debug)
+    _add_evaluate_parser(commands, debug)
+    _add_predict_parser(commands, debug)
+    _add_bench_parser(commands, debug)
+    info = commands.add_parser("info", help="versions, BLAS, threads, and which backends can run here")
+    info.add_argument("--debug", **debug)
+    return parser
 
-    train = commands.add_parser("train", help="train on notMNIST and write curves, history and weights")
+
+def _add_train_parser(commands, debug):
+    """``fastmlp train [...]``."""
+    from .backends import BACKEND_NAMES, DEFAULT, ENV_VAR  # imports no NumPy
+
+    train = commands.add_parser("train", help="train on notMNIST; write curves, history, weights and the test evaluation")
     train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the sample shipped with fastmlp)")
     # the settings are only parsed here; the API checks their values (and the errors name these flags)
     train.add_argument("--epochs", type=_int, default=200, help="epochs (default 200)")
@@ -108,6 +119,9 @@ def build_parser():
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--debug", **debug)
 
+
+def _add_bench_parser(commands, debug):
+    """``fastmlp bench [...]``."""
     bench = commands.add_parser("bench", help="time an epoch on every backend, side by side")
     bench.add_argument("--backends", type=_list, default=["all"], help="comma-separated names, or all (default)")
     bench.add_argument("--dtype", type=_list, default=["float32"], help="float32 (default), float64, or both comma-separated")
@@ -123,14 +137,36 @@ def build_parser():
     bench.add_argument("--sweep-plot", default="bench-sweep.png", help="log-log PNG of the sweep (default bench-sweep.png)")
     bench.add_argument("--debug", **debug)
 
-    info = commands.add_parser("info", help="versions, BLAS, threads, and which backends can run here")
-    info.add_argument("--debug", **debug)
-    return parser
+
+def _add_evaluate_parser(commands, debug):
+    """``fastmlp evaluate MODEL [--data PATH] [--out DIR]``."""
+    evaluate = commands.add_parser("evaluate", help="a weights file on the test split: per-letter scores and pictures")
+    evaluate.add_argument("model", metavar="MODEL", help="weights file written by fastmlp train (model.npz)")
+    evaluate.add_argument("--data", help="as for train (default: $FASTMLP_DATA, then the sample shipped with fastmlp)")
+    evaluate.add_argument("--backend", help="backend to run the model on (default as for train)")
+    evaluate.add_argument("--out", help="folder for confusion.png, mistakes.png, summary.txt/.json, must not hold "
+                          "files yet (default runs/<timestamp>-<random>-evaluate)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
+    evaluate.add_argument("--debug", **debug)
+
+
+def _add_predict_parser(commands, debug):
+    """``fastmlp predict MODEL IMAGE... [--json] [--ink auto|light|dark]``."""
+    predict = commands.add_parser("predict", help="the letter in each image file (PNG, JPEG, ...), idx or .npz file")
+    predict.add_argument("model", metavar="MODEL", help="weights file written by fastmlp train (model.npz)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, idx images files or .npz files")
+    predict.add_argument("--ink", choices=("auto", "light", "dark"), default="auto",
+                         help="is the letter lighter or darker than its background? (default auto: read from the "
+                              "image's border)")
+    predict.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--backend", help="backend to run the model on (default as for train)")
+    predict.add_argument("--debug", **debug)
 
 
 def _requested_backends(args):
     """The backend names the command asks for (None: the environment's or the default)."""
-    if args.command == "train":
+    if args.command in ("train", "evaluate", "predict"):
         return [args.backend]
     return getattr(args, "backends", [])
 
@@ -171,7 +207,8 @@ def _train(args):
                         batch_size=args.batch_size, progress=not args.no_progress)
     test_loss, test_acc = model.evaluate(*data.test)
     _print_results(history, test_acc)
-    _write_run(destination, args, model, history)
+    report = _print_evaluation(model, data.test)
+    _write_run(destination, args, model, history, report, data.test[0])
     return _verdict(history, data.train[1])
 
 
@@ -185,8 +222,8 @@ def _print_results(history, test_acc):
     print(f"time: first epoch {history.first_epoch_seconds:.3f} s (compile / cache load / warm-up), {steady}")
 
 
-def _write_run(destination, args, model, history):
-    """The run folder: curves, history and weights, moved into place whole."""
+def _write_run(destination, args, model, history, report, test_images):
+    """The run folder: curves, history, weights and the test evaluation, moved into place whole."""
     from .files import run_folder, write_text
     from .plotting import plot_curves
 
@@ -195,8 +232,9 @@ def _write_run(destination, args, model, history):
         plot_curves(history, folder / "loss.png", folder / "accuracy.png", title=title)
         write_text(folder / "history.csv", history.to_csv())
         model.save(folder / "model.npz")
+        written = _write_evaluation(report, folder, test_images, title, TRAIN_FILES)
     args.written = destination
-    print(f"wrote {destination}/: loss.png, accuracy.png, history.csv, model.npz")
+    print(f"wrote {destination}/: {', '.join([*TRAIN_FILES, *written])}")
 
 
 def _verdict(history, train_labels):
@@ -210,6 +248,65 @@ def _verdict(history, train_labels):
     print(f"fastmlp: warning: the run failed to learn: {reason}; try a smaller --lr or more --epochs "
           f"(exit status {EXIT_FAILED_RUN})", file=sys.stderr)
     return EXIT_FAILED_RUN
+
+
+#: the files fastmlp train writes besides the evaluation's, as summary.txt lists them
+TRAIN_FILES = {
+    "loss.png": "training and validation loss (average cross-entropy) per epoch",
+    "accuracy.png": "training and validation accuracy per epoch",
+    "history.csv": "loss, accuracy and seconds of every epoch",
+    "model.npz": "the trained weights and class names (fastmlp predict / evaluate / MLP.load read it)",
+}
+
+
+def _print_evaluation(model, test):
+    """Evaluate ``model`` on the (X, y) test split and print the per-class table; returns the report."""
+    from .evaluation import evaluate
+
+    report = evaluate(model, *test)
+    print(f"test split, {report.n} images:")
+    print(report.table())
+    return report
+
+
+def _write_evaluation(report, out, images, title, files):
+    """The evaluation's files in ``out`` (confusion.png, mistakes.png, summary.txt, summary.json)."""
+    from .evaluation import write_report
+
+    return write_report(report, out, images=images, files=files, title=title)
+
+
+def _evaluate(args):
+    from . import datasets
+    from .files import check_destination, default_run_name, run_folder
+    from .mlp import MLP
+
+    destination = check_destination(args.out or default_run_name("-evaluate"), overwrite=args.overwrite)
+    model = MLP.load(args.model, backend=args.backend)
+    data = datasets.load_notmnist(args.data, dtype=model.dtype)
+    print(f"model: {args.model} ({model.n_in} -> {model.n_hidden} -> {model.n_out}, {model.dtype}, "
+          f"{model.backend}); data: {data.source}")
+    report = _print_evaluation(model, data.test)
+    print(f"Test Loss: {report.loss:.4f}")
+    print(f"Test Accuracy: {report.accuracy:.4f}")
+    title = f"fastmlp evaluate {Path(args.model).name}, test split of {Path(data.source).name}"
+    with run_folder(destination, overwrite=args.overwrite) as folder:
+        written = _write_evaluation(report, folder, data.test[0], title, {})
+    args.written = destination
+    print(f"wrote {destination}/: {', '.join(written)}")
+    return 0
+
+
+def _predict(args):
+    import json
+
+    from .mlp import MLP
+
+    model = MLP.load(args.model, backend=args.backend)
+    predictions = model.predict_images(args.images, ink=args.ink, top=args.top)  # every file read first
+    for prediction in predictions:
+        print(json.dumps(prediction.to_dict()) if args.json else prediction.line())
+    return 0
 
 
 def _bench(args):
@@ -274,7 +371,7 @@ def _info(args):
     return 0
 
 
-_COMMANDS = {"train": _train, "bench": _bench, "info": _info}
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "bench": _bench, "info": _info}
 
 
 def main(argv=None):

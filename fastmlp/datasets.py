@@ -35,9 +35,9 @@ from .errors import InvalidInputError, InvalidTypeError, MissingFileError, Stora
 from .memory import ensure_fits, host_memory_errors
 
 __all__ = [
-    "NotMNIST", "load_notmnist", "read_idx", "read_npz", "split", "find_data", "download_sample",
-    "SAMPLE_URL", "SAMPLE_FILES", "DATA_ENV", "CACHE_ENV", "OFFLINE_ENV", "URL_ENV", "EMBEDDED_SAMPLE",
-    "offline", "MIN_SAMPLES",
+    "NotMNIST", "CLASSES", "to_features", "load_notmnist", "read_idx", "read_npz", "split", "find_data",
+    "download_sample", "SAMPLE_URL", "SAMPLE_FILES", "DATA_ENV", "CACHE_ENV", "OFFLINE_ENV", "URL_ENV",
+    "EMBEDDED_SAMPLE", "offline", "MIN_SAMPLES",
 ]
 
 DATA_ENV = "FASTMLP_DATA"
@@ -60,6 +60,8 @@ _FALSE = ("", "0", "false", "no", "off")
 _CHUNK = 1 << 20  # bytes decompressed at a time
 _SPLIT_SEED = 521
 _IDX_UBYTE = 0x08
+#: the notMNIST class names, label 0 ... 9 (A=0 ... J=9)
+CLASSES = ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J")
 _IMAGES_SUFFIX = "-images-idx3-ubyte"
 _LABELS_SUFFIX = "-labels-idx1-ubyte"
 
@@ -68,13 +70,15 @@ _LABELS_SUFFIX = "-labels-idx1-ubyte"
 class NotMNIST:
     """The split data: ``train``, ``valid`` and ``test`` are ``(X, y)`` pairs.
 
-    X is (n, 784) scaled to [0, 1] in ``dtype``; y holds int64 labels 0-9 (A=0 ... J=9).
+    X is (n, 784) scaled to [0, 1] in ``dtype``; y holds int64 labels 0-9, and ``classes[y]`` is
+    the letter (A=0 ... J=9).
     """
 
     train: tuple
     valid: tuple
     test: tuple
     source: str
+    classes: tuple = CLASSES
 
     def __repr__(self):
         return (f"NotMNIST(train={len(self.train[1])}, valid={len(self.valid[1])}, "
@@ -226,6 +230,13 @@ def _idx_pairs_in(folder):
 
 
 # ------------------------------------------------------------------ split
+def to_features(images, dtype="float32"):
+    """uint8 images (n, 28, 28) -> (n, 784) rows in [0, 1]: the seed's ``images / 255.0`` in float64,
+    cast to ``dtype``, looked up per pixel value (the same numbers without an n x 784 float64 array)."""
+    scaled = (np.arange(256) / 255.0).astype(dtype)
+    return scaled[np.asarray(images).reshape(len(images), -1)]
+
+
 def _first_bad(mask):
     """(index tuple) of the first True in ``mask``."""
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
@@ -254,10 +265,7 @@ def _pixel_table_or_floats(images, dtype):
     n = len(images)
     if np.issubdtype(images.dtype, np.floating):
         return lambda order: images.reshape(n, -1)[order].astype(dtype)
-    # the seed's images / 255.0 in float64, cast to dtype, looked up per pixel value: the same
-    # numbers without an n×784 float64 intermediate
-    scaled = (np.arange(256) / 255.0).astype(dtype)
-    return lambda order: scaled[images.reshape(n, -1)[order].astype(np.intp, copy=False)]
+    return lambda order: to_features(images[order], dtype)
 
 
 def split(images, labels, *, dtype="float32"):

@@ -98,9 +98,9 @@ def write_text(path, text):
 
 
 # ------------------------------------------------------------ run folders
-def default_run_name(parent="runs"):
-    """``runs/<YYYYmmdd-HHMMSS>-<6 hex digits>``: unique even for runs started in the same second."""
-    return Path(parent) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+def default_run_name(suffix="", parent="runs"):
+    """``runs/<YYYYmmdd-HHMMSS>-<6 hex digits><suffix>``: unique even for runs started in the same second."""
+    return Path(parent) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}{suffix}"
 
 
 def _nearest_existing(path):

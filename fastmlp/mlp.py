@@ -11,7 +11,8 @@ from .backends import get_backend
 from .errors import InvalidInputError
 from .memory import ensure_fits, host_memory_errors
 from .optim import INITIAL_VELOCITY
-from .validation import check_dtype, check_features, check_hyperparameters, check_labels, check_layout, check_params
+from .validation import (check_classes, check_dtype, check_features, check_hyperparameters, check_labels,
+                         check_layout, check_params)
 
 __all__ = ["MLP"]
 
@@ -23,39 +24,46 @@ class MLP:
     backend starts from identical weights. ``backend`` is a registered backend's name (see
     ``fastmlp info`` and :mod:`fastmlp.backends`), ``auto``, or None for the environment's choice;
     ``dtype`` is float32 (also for None) or float64. A model that cannot fit in the host's memory
-    raises :class:`~fastmlp.errors.HostMemoryError` before anything is allocated.
+    raises :class:`~fastmlp.errors.HostMemoryError` before anything is allocated. ``classes`` names
+    the outputs (saved with the weights); None means the notMNIST letters A-J when ``n_out`` is 10,
+    else "0" ... "K-1".
     """
 
-    def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0):
+    def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0, classes=None):
         n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", parameter="seed")
         dtype = check_dtype("float32" if dtype is None else dtype)
+        classes = check_classes(classes, n_out)
         doing = f"creating MLP({n_in}, {n_hidden}, {n_out})"
         ensure_fits(8 * sum(math.prod(s) for s in model.param_shapes(n_in, n_hidden, n_out).values()), doing)
         with host_memory_errors(doing):  # drawn in float64 on the host, then cast
-            self._setup(model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype), backend, dtype)
+            host_params = model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
+            self._setup(host_params, backend, dtype, classes)
         self.seed = int(seed)
 
-    def _setup(self, host_params, backend, dtype):
+    def _setup(self, host_params, backend, dtype, classes):
         self._backend = get_backend(backend)
         self.dtype = dtype
         self.n_in, self.n_hidden = host_params["W1"].shape
         self.n_out = host_params["W2"].shape[1]
+        self.classes = classes  # the name of each output, e.g. ("A", ..., "J")
         self._params = {k: self._backend.asarray(v, dtype) for k, v in host_params.items()}
         self._velocities = None  # created by the first fit, kept across fits
         self.history_ = None
         self.seed = None
 
     @classmethod
-    def from_params(cls, params, *, backend=None, dtype=None):
+    def from_params(cls, params, *, backend=None, dtype=None, classes=None):
         """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)},
-        K >= 2 like the constructor's ``n_out``; ``dtype=None`` keeps W1's dtype."""
+        K >= 2 like the constructor's ``n_out``; ``dtype=None`` keeps W1's dtype; ``classes``: the K
+        class names (None: as in :class:`MLP`)."""
         host = check_params(params)
         dtype = check_dtype(dtype if dtype is not None else host["W1"].dtype)
+        classes = check_classes(classes, host["W2"].shape[1])
         self = cls.__new__(cls)
         with host_memory_errors("copying the parameters to the backend"):
-            self._setup(host, backend, dtype)
+            self._setup(host, backend, dtype, classes)
         return self
 
     # ------------------------------------------------------------ facts
@@ -171,6 +179,16 @@ class MLP:
         """Predicted class per row (the first of equal maxima), host int64 array (N,)."""
         return self._backend.to_numpy(self._backend.xp.argmax(self._logits(X), axis=1)).astype(np.int64)
 
+    def predict_images(self, paths, *, ink="auto", top=3):
+        """Classify image files (PNG, JPEG, ...), idx images files or .npz files.
+
+        Returns one :class:`~fastmlp.images.Prediction` per image (``.letter``, ``.probability``,
+        ``.ranked``: the ``top`` classes, most likely first). Image files are converted as the
+        data were made (see :mod:`fastmlp.images`); ``ink`` is "auto", "light" or "dark"."""
+        from .images import predict_files
+
+        return predict_files(self, paths, ink=ink, top=top)
+
     def evaluate(self, X, y):
         """(average cross-entropy, accuracy) on (X, y), as Python floats."""
         backend = self._backend
@@ -184,10 +202,13 @@ class MLP:
         """Write the parameters to ``path`` (npz without pickle), atomically."""
         from . import __version__
 
-        weights.save_weights(path, self.params, extra_metadata={"fastmlp_version": __version__})
+        weights.save_weights(path, self.params,
+                             extra_metadata={"fastmlp_version": __version__, "classes": list(self.classes)})
 
     @classmethod
     def load(cls, path, *, backend=None):
-        """A model with the parameters saved at ``path`` (see :meth:`save`)."""
+        """A model with the parameters and class names saved at ``path`` (see :meth:`save`).
+
+        A file written before class names were saved gets the default names (see :class:`MLP`)."""
         params, metadata = weights.load_weights(path)  # checked there by the same rule as from_params
-        return cls.from_params(params, backend=backend, dtype=metadata["dtype"])
+        return cls.from_params(params, backend=backend, dtype=metadata["dtype"], classes=metadata.get("classes"))

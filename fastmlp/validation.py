@@ -16,7 +16,7 @@ from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
     "DTYPES", "check_dtype", "check_features", "check_labels", "check_hyperparameters", "check_positive_int",
-    "check_layout", "layout_problems", "check_params",
+    "check_layout", "layout_problems", "check_params", "check_classes", "classes_problem",
 ]
 
 DTYPES = ("float32", "float64")
@@ -207,3 +207,37 @@ def array_problems(name, array):
     if not np.isfinite(array).all():
         return [f"{name} contains NaN or infinity"]
     return []
+
+
+# ---------------------------------------------------------- class names
+def _default_classes(n_classes):
+    """The notMNIST letters A-J for 10 classes, else "0", "1", ... "K-1"."""
+    from .datasets import CLASSES
+
+    return CLASSES if n_classes == len(CLASSES) else tuple(str(k) for k in range(n_classes))
+
+
+def classes_problem(classes, n_classes):
+    """What is wrong with ``classes`` as the names of ``n_classes`` classes (None: nothing)."""
+    if isinstance(classes, str) or not isinstance(classes, (list, tuple)):
+        return f"classes must be a list of {n_classes} names, got {classes!r}"
+    if len(classes) != n_classes:
+        return f"classes has {len(classes)} names, the model has {n_classes} classes"
+    if not all(isinstance(name, str) and name.strip() for name in classes):
+        return f"classes must be non-empty strings, got {list(classes)!r}"
+    if len(set(classes)) != len(classes):
+        return f"classes must be distinct, got {list(classes)!r}"
+    return None
+
+
+def check_classes(classes, n_classes):
+    """The names of ``n_classes`` classes as a tuple of distinct non-empty strings.
+
+    None gives the default: the notMNIST letters A-J for 10 classes, else "0", "1", ... "K-1".
+    """
+    if classes is None:
+        return _default_classes(n_classes)
+    problem = classes_problem(classes, n_classes)
+    if problem:
+        raise InvalidInputError(problem, parameter="classes")
+    return tuple(classes)

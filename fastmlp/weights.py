@@ -1,8 +1,10 @@
 """Weights files: save atomically, load without pickle, refuse anything unexpected.
 
 Format: a zip archive (NumPy's ``.npz`` layout) with one ``.npy`` member per parameter (``W1``,
-``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes and
-the fastmlp version that wrote it.
+``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes,
+the fastmlp version that wrote it and, optionally, ``classes``: the name of each output (e.g. the
+letters "A" ... "J"). Files without ``classes`` (written by fastmlp 0.1.0 before it saved them) are
+still read, and readers that do not know ``classes`` ignore it, so the format version stays 1.
 
 Saving goes through :func:`fastmlp.files.atomic_write`: an interrupted save (exception, Ctrl-C,
 full disk) leaves the old file as it was. Loading reads the zip's directory first and refuses members
@@ -24,7 +26,7 @@ from .errors import InvalidInputError, MissingFileError
 from .files import atomic_write
 from .memory import ensure_fits, host_memory_errors
 from .model import PARAM_NAMES
-from .validation import DTYPES, array_problems, layout_problems
+from .validation import DTYPES, array_problems, classes_problem, layout_problems
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights", "npy_header"]
 
@@ -86,7 +88,10 @@ def _declared_layout(metadata, problems):
     if dtype not in DTYPES:
         problems.append(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         dtype = None
-    return dtype, _declared_shapes(metadata.get("shapes"), problems)
+    declared = _declared_shapes(metadata.get("shapes"), problems)
+    if len(declared.get("W2", ())) == 2:
+        _check_classes(metadata, declared["W2"][-1], problems)
+    return dtype, declared
 
 
 def _is_shape(value):
@@ -184,6 +189,14 @@ def _read_member(archive, name, declared_shape, problems):
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         problems.append(f"{name} is corrupt ({exc})")
     return None
+
+
+def _check_classes(metadata, n_classes, problems):
+    """The optional class names: a list of ``n_classes`` distinct non-empty strings."""
+    classes = metadata.get("classes")
+    problem = None if classes is None else classes_problem(classes, n_classes)  # JSON gives lists, never tuples
+    if problem:
+        problems.append(problem)
 
 
 def load_weights(path):

@@ -33,8 +33,9 @@ def test_train_prints_the_results_and_writes_the_run(tmp_path, backend_name):
         matching = [line for line in lines if line.startswith(label + ": ")]
         assert len(matching) == 1, label
         assert 0 <= float(matching[0].split(": ")[1]) < 10
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "history.csv", "loss.png", "model.npz"]
-    for png in ("loss.png", "accuracy.png"):
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "confusion.png", "history.csv", "loss.png",
+                                                     "mistakes.png", "model.npz", "summary.json", "summary.txt"]
+    for png in ("loss.png", "accuracy.png", "confusion.png", "mistakes.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -42,6 +43,10 @@ def test_train_prints_the_results_and_writes_the_run(tmp_path, backend_name):
     assert float(rows[-1]["valid_acc"]) == pytest.approx(float(lines[[l.split(":")[0] for l in lines].index("Validation Accuracy")].split(": ")[1]), abs=5e-5)
     model = fastmlp.MLP.load(out / "model.npz")
     assert model.params["W1"].shape == (784, 50)
+    assert model.classes == tuple("ABCDEFGHIJ")
+    assert [line.split()[0] for line in lines if line[:1] in "ABCDEFGHIJ" and line[1:2] == " "] == list("ABCDEFGHIJ")
+    listed = [line.split()[0] for line in (out / "summary.txt").read_text().split("files:\n")[1].splitlines()]
+    assert sorted(listed) == sorted(p.name for p in out.iterdir())
 
 
 def test_environment_variable_chooses_the_backend(tmp_path, backend_name):

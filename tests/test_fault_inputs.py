@@ -73,8 +73,8 @@ def test_bool_images_are_refused(tmp_path):
 def test_a_data_set_too_small_to_split(tmp_path):
     with pytest.raises(InvalidInputError, match="4 images are too few to split into train / valid / test; at least 5"):
         datasets.load_notmnist(images_npz(tmp_path / "x.npz", pixels(np.uint8, n=4)))
-    assert [len(p[1]) for p in datasets.load_notmnist(images_npz(tmp_path / "y.npz", pixels(np.uint8, n=5))).__dict__.values()
-            if isinstance(p, tuple)] == [3, 1, 1]
+    data = datasets.load_notmnist(images_npz(tmp_path / "y.npz", pixels(np.uint8, n=5)))
+    assert [len(part[1]) for part in (data.train, data.valid, data.test)] == [3, 1, 1]
 
 
 # --------------------------------------------------------- decompression bomb

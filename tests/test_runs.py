@@ -18,7 +18,8 @@ from fastmlp.errors import StorageError
 
 from .helpers import write_idx
 
-RUN_FILES = ["accuracy.png", "history.csv", "loss.png", "model.npz"]
+RUN_FILES = sorted(["accuracy.png", "history.csv", "loss.png", "model.npz",  # the training run
+                    "confusion.png", "mistakes.png", "summary.json", "summary.txt"])  # its test evaluation
 
 
 @pytest.fixture(scope="module")

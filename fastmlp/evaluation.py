@@ -1,0 +1,170 @@
+"""How a trained model does on labelled data: accuracy, per-class precision / recall / F1, the
+confusion matrix and the most confidently wrong images, and the files that show them.
+
+:func:`evaluate` computes a :class:`Report` (host NumPy only); :func:`write_report` writes its
+pictures and summaries into a given folder, each file atomically::
+
+    report = evaluate(model, X_test, y_test)
+    print(report.table())
+    write_report(report, "runs/today", images=X_test)   # confusion.png, mistakes.png, summary.txt/.json
+
+Conventions: the confusion matrix counts true classes in rows and predicted classes in columns; a
+class that is never predicted has precision 0 (no division by zero), one that never occurs has
+recall 0; F1 is the harmonic mean of precision and recall (0 when both are 0); the macro averages
+weight every class equally.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .files import write_text
+from .validation import check_labels
+
+__all__ = ["Report", "evaluate", "write_report", "MISTAKES_SHOWN"]
+
+#: how many of the most confidently wrong images mistakes.png shows
+MISTAKES_SHOWN = 32  # = plotting.MISTAKES_ROWS * plotting.MISTAKES_COLUMNS
+
+
+def _ratio(numerator, denominator):
+    """numerator / denominator element-wise, 0 where the denominator is 0."""
+    numerator, denominator = np.asarray(numerator, float), np.asarray(denominator, float)
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
+
+
+@dataclass(eq=False)
+class Report:
+    """A model's predictions on labelled data and the measures computed from them."""
+
+    classes: tuple          # the name of each class, K
+    labels: np.ndarray      # (N,) true class indices
+    probabilities: np.ndarray  # (N, K) the model's class probabilities
+    predicted: np.ndarray   # (N,) predicted class indices (the model's argmax)
+    loss: float             # average cross-entropy
+    confusion: np.ndarray = field(init=False)  # (K, K) counts: row = true class, column = predicted
+
+    def __post_init__(self):
+        K = len(self.classes)
+        self.confusion = np.zeros((K, K), dtype=np.int64)
+        np.add.at(self.confusion, (self.labels, self.predicted), 1)
+
+    @property
+    def n(self):
+        return len(self.labels)
+
+    @property
+    def accuracy(self):
+        return float(np.trace(self.confusion) / self.n)
+
+    @property
+    def support(self):
+        """(K,) how many samples of each true class."""
+        return self.confusion.sum(axis=1)
+
+    @property
+    def precision(self):
+        """(K,) of the samples predicted as class k, the fraction that are k."""
+        return _ratio(np.diag(self.confusion), self.confusion.sum(axis=0))
+
+    @property
+    def recall(self):
+        """(K,) of the samples of class k, the fraction predicted as k."""
+        return _ratio(np.diag(self.confusion), self.support)
+
+    @property
+    def f1(self):
+        precision, recall = self.precision, self.recall
+        return _ratio(2 * precision * recall, precision + recall)
+
+    def confident_mistakes(self, count=MISTAKES_SHOWN):
+        """Indices of up to ``count`` wrong predictions, the most confident (highest probability) first."""
+        wrong = np.flatnonzero(self.predicted != self.labels)
+        confidence = self.probabilities[wrong, self.predicted[wrong]]
+        return wrong[np.argsort(-confidence, kind="stable")[:count]]
+
+    def table(self):
+        """Per-class precision, recall, F1 and support, then the macro averages, as aligned text."""
+        width = max(5, *(len(name) for name in self.classes))
+        lines = [f"{'class':<{width}}  precision  recall      f1  support"]
+        for k, name in enumerate(self.classes):
+            lines.append(f"{name:<{width}}  {self.precision[k]:9.4f}  {self.recall[k]:6.4f}  "
+                         f"{self.f1[k]:6.4f}  {self.support[k]:7d}")
+        lines.append(f"{'macro':<{width}}  {self.precision.mean():9.4f}  {self.recall.mean():6.4f}  "
+                     f"{self.f1.mean():6.4f}  {self.n:7d}")
+        return "\n".join(lines)
+
+    def to_dict(self):
+        """The measures as JSON-ready Python values."""
+        per_class = {name: {"precision": float(self.precision[k]), "recall": float(self.recall[k]),
+                            "f1": float(self.f1[k]), "support": int(self.support[k])}
+                     for k, name in enumerate(self.classes)}
+        return {"n": self.n, "accuracy": self.accuracy, "loss": self.loss, "classes": list(self.classes),
+                "per_class": per_class,
+                "macro": {"precision": float(self.precision.mean()), "recall": float(self.recall.mean()),
+                          "f1": float(self.f1.mean())},
+                "confusion": self.confusion.tolist()}
+
+
+def evaluate(model, X, y):
+    """Run ``model`` (an :class:`~fastmlp.MLP`) on (X, y) -> :class:`Report`."""
+    labels = check_labels(y, model.n_out, n_samples=len(X))
+    probabilities = model.predict_proba(X)
+    predicted = model.predict(X)
+    loss, _ = model.evaluate(X, labels)
+    return Report(classes=tuple(model.classes), labels=labels, probabilities=probabilities,
+                  predicted=predicted, loss=loss)
+
+
+def _as_images(X):
+    """(N, D) rows -> (N, s, s) square images, for the mistakes grid."""
+    X = np.asarray(X)
+    side = math.isqrt(X[0].size)
+    if side * side != X[0].size:
+        raise InvalidInputError(f"cannot draw rows of {X[0].size} features as square images")
+    return X.reshape(len(X), side, side)
+
+
+def write_report(report, folder, *, images=None, files=None, title=""):
+    """Write the report's files into ``folder`` (which must exist); returns their names.
+
+    confusion.png (counts and row-normalised), mistakes.png (only with ``images``, the (N, D) rows
+    the report was computed on), summary.json (every measure) and summary.txt (the numbers and a
+    list of every file in the folder: ``files`` maps the names of other files already there, e.g.
+    the training curves, to a description).
+    """
+    from . import plotting
+
+    written = {"confusion.png": "confusion matrix on the evaluation data: counts, and each row divided by its total"}
+    plotting.plot_confusion(report.confusion, report.classes, os.path.join(folder, "confusion.png"), title=title)
+    if images is not None:
+        shown = report.confident_mistakes()
+        plotting.plot_mistakes(_as_images(images)[shown], [report.classes[k] for k in report.labels[shown]],
+                               [report.classes[k] for k in report.predicted[shown]],
+                               report.probabilities[shown, report.predicted[shown]],
+                               os.path.join(folder, "mistakes.png"), title=title)
+        written["mistakes.png"] = (f"the {len(shown)} most confidently wrong images: true letter -> predicted "
+                                   "letter and its probability")
+    written["summary.json"] = "every number of this summary, machine-readable"
+    written["summary.txt"] = "this file"
+    listing = {**(files or {}), **written}
+    write_text(os.path.join(folder, "summary.json"),
+               json.dumps({"title": title, **report.to_dict(), "files": listing}, indent=1) + "\n")
+    write_text(os.path.join(folder, "summary.txt"), _summary_text(report, listing, title))
+    return list(written)
+
+
+def _summary_text(report, listing, title):
+    lines = [title] if title else []
+    correct = int(np.trace(report.confusion))
+    lines += [f"accuracy {report.accuracy:.4f} ({correct} of {report.n}), loss {report.loss:.4f}", "",
+              report.table(), "", "files:"]
+    width = max(len(name) for name in listing)
+    lines += [f"  {name:<{width}}  {description}" for name, description in listing.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,274 @@
+"""Predicting letters from real image files: the conversion rule, the round trip through PNG, class
+names in the weights file, and `fastmlp predict` as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+import fastmlp
+from fastmlp import images, weights
+from fastmlp.errors import InvalidInputError, MissingFileError
+
+from .helpers import write_idx
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def fastmlp_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stdout == "", "nothing is printed when an input is bad"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastmlp: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def font(size, bold=True):
+    from matplotlib import font_manager
+
+    path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"),
+                                 fallback_to_default=False)
+    return ImageFont.truetype(path, size)
+
+
+def render(letter, path, *, size=(160, 160), ink=0, paper=255, mode="L", glyph=120, **save):
+    """Draw ``letter`` centred on a plain canvas and save it."""
+    image = Image.new(mode, size, paper)
+    ImageDraw.Draw(image).text((size[0] // 2, size[1] // 2), letter, fill=ink, font=font(glyph), anchor="mm")
+    image.save(path, **save)
+    return path
+
+
+def data_images(notmnist, count):
+    """The first ``count`` test images as the uint8 grey levels they were read from, and their labels."""
+    X, y = notmnist.test
+    return np.rint(X[:count] * 255).astype(np.uint8).reshape(count, 28, 28), y[:count]
+
+
+def fills_frame(image):
+    """Pixels >= 32 touch all four edges, levels span 0-255: the conversion leaves such an image as it is."""
+    ink = image >= images.INK_LEVEL
+    edges = ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any()
+    return bool(edges and image.min() == 0 and image.max() == 255)
+
+
+def border_dark_fraction(image):
+    ring = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
+    return float(np.mean(ring <= (int(image.min()) + int(image.max())) / 2))
+
+
+# ------------------------------------------------------------ conversion
+def test_a_data_image_saved_as_png_reads_back_unchanged_and_predicts_the_same(notmnist, trained_model, tmp_path):
+    originals, _ = data_images(notmnist, 200)
+    # the sample holds a few blank images (one grey level), which read_image refuses
+    drawn = [i for i, image in enumerate(originals) if int(image.max()) - int(image.min()) >= 32]
+    assert len(drawn) >= 195
+    paths = []
+    for i in drawn:
+        Image.fromarray(originals[i]).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    unchanged = [j for j, i in enumerate(drawn) if fills_frame(originals[i])]
+    assert len(unchanged) > 150  # most of the data's glyphs fill their frame
+    for j in unchanged:
+        np.testing.assert_array_equal(images.read_image(paths[j], ink="light"), originals[drawn[j]])
+    predictions = trained_model.predict_images(paths, ink="light")
+    from_arrays = trained_model.predict(notmnist.test[0][drawn])
+    from_files = np.array([LETTERS.index(p.letter) for p in predictions])
+    np.testing.assert_array_equal(from_files[unchanged], from_arrays[unchanged])
+    probabilities = trained_model.predict_proba(notmnist.test[0][drawn][unchanged])
+    np.testing.assert_allclose([predictions[j].probability for j in unchanged], probabilities.max(axis=1), rtol=1e-6)
+    assert np.mean(from_files == from_arrays) > 0.95  # the rest are cropped and stretched a little
+
+
+def test_auto_polarity_reads_the_border_and_inverts_dark_ink(notmnist, tmp_path):
+    originals, _ = data_images(notmnist, 400)
+    dark_bordered = [i for i, image in enumerate(originals) if fills_frame(image) and border_dark_fraction(image) >= 0.9]
+    assert len(dark_bordered) >= 10
+    for i in dark_bordered[:10]:
+        Image.fromarray(originals[i]).save(tmp_path / "light.png")
+        Image.fromarray(255 - originals[i]).save(tmp_path / "dark.png")  # dark letter on white
+        np.testing.assert_array_equal(images.read_image(tmp_path / "light.png"), originals[i])
+        np.testing.assert_array_equal(images.read_image(tmp_path / "dark.png"), originals[i])
+        np.testing.assert_array_equal(images.read_image(tmp_path / "dark.png", ink="dark"), originals[i])
+
+
+def test_a_drawn_letter_is_cropped_and_stretched_to_fill_the_frame(tmp_path):
+    path = render("J", tmp_path / "J.png", size=(300, 200), glyph=90)
+    converted = images.read_image(path)
+    assert converted.shape == (28, 28) and converted.dtype == np.uint8
+    assert converted.min() == 0 and converted.max() == 255
+    ink = converted >= images.INK_LEVEL
+    assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any()
+    # J: background top left, the stem top right, the hook bottom left
+    assert converted[0, 0] < 32 and converted[0, 20] > 128 and converted[27, 0] > 128
+
+
+def test_sixteen_bit_grey_reads_like_eight_bit(tmp_path):
+    eight = render("G", tmp_path / "G8.png")
+    levels = np.asarray(Image.open(eight), dtype=np.uint16) * 257  # 0-255 -> 0-65535
+    Image.fromarray(levels).save(tmp_path / "G16.png")
+    assert Image.open(tmp_path / "G16.png").mode.startswith("I")
+    np.testing.assert_array_equal(images.read_image(tmp_path / "G16.png"), images.read_image(eight))
+
+
+@pytest.mark.parametrize("style", ["black on white PNG", "light on blue JPEG", "black on transparent PNG",
+                                   "grey on grey PNG"])
+def test_drawn_letters_are_read(trained_model, tmp_path, style):
+    options = {
+        "black on white PNG": dict(ink=0, paper=255, suffix=".png"),
+        "light on blue JPEG": dict(ink=(250, 250, 200), paper=(30, 30, 120), mode="RGB", suffix=".jpg", quality=90),
+        "black on transparent PNG": dict(ink=(0, 0, 0, 255), paper=(0, 0, 0, 0), mode="RGBA", suffix=".png"),
+        "grey on grey PNG": dict(ink=90, paper=170, suffix=".png"),
+    }[style]
+    suffix = options.pop("suffix")
+    paths = [render(letter, tmp_path / f"{letter}{suffix}", **options) for letter in LETTERS]
+    predictions = trained_model.predict_images(paths)
+    read = "".join(p.letter for p in predictions)
+    assert sum(a == b for a, b in zip(read, LETTERS)) >= 9, read
+    for prediction in predictions:
+        assert [name for name, _ in prediction.ranked][0] == prediction.letter and len(prediction.ranked) == 3
+        probabilities = [p for _, p in prediction.ranked]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 < probabilities[0] <= 1
+
+
+# -------------------------------------------------------------- refusals
+def refusals(tmp_path, notmnist):
+    """name -> (a bad image file, the error class, a fragment of its message)."""
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 200).save(blank)
+    touching, _ = data_images(notmnist, 400)
+    mixed = next(image for image in touching if 0.3 < border_dark_fraction(image) < 0.7)
+    Image.fromarray(mixed).save(tmp_path / "touching.png")
+    word = tmp_path / "word.png"
+    image = Image.new("L", (400, 100), 255)
+    ImageDraw.Draw(image).text((200, 50), "ABCD", fill=0, font=font(70), anchor="mm")
+    image.save(word)
+    speck = tmp_path / "speck.png"
+    image = Image.new("L", (100, 100), 255)
+    ImageDraw.Draw(image).rectangle((50, 50, 53, 53), fill=0)
+    image.save(speck)
+    (tmp_path / "text.png").write_text("not an image\n")
+    render("A", tmp_path / "whole.png")
+    (tmp_path / "truncated.png").write_bytes((tmp_path / "whole.png").read_bytes()[:200])
+    return {
+        "blank": (blank, InvalidInputError, "blank"),
+        "letter touching the edges": (tmp_path / "touching.png", InvalidInputError, "--ink light or --ink dark"),
+        "a word": (word, InvalidInputError, "wide"),
+        "a speck": (speck, InvalidInputError, "pixels"),
+        "not an image": (tmp_path / "text.png", InvalidInputError, "not an image"),
+        "truncated": (tmp_path / "truncated.png", InvalidInputError, "truncated.png"),
+        "missing": (tmp_path / "missing.png", MissingFileError, "does not exist"),
+        "a folder": (tmp_path, InvalidInputError, "folder"),
+    }
+
+
+def test_images_that_would_need_a_guess_are_refused(tmp_path, notmnist):
+    for name, (path, error, fragment) in refusals(tmp_path, notmnist).items():
+        with pytest.raises(error) as caught:
+            images.read_image(path)
+        assert fragment in str(caught.value) and str(path) in str(caught.value), (name, str(caught.value))
+
+
+def test_predict_command_refuses_bad_images_in_one_line(tmp_path, notmnist, trained_model_file):
+    good = render("A", tmp_path / "good.png")
+    cases = refusals(tmp_path, notmnist)
+    for name in ("blank", "a word", "not an image", "missing", "letter touching the edges"):
+        path, _, fragment = cases[name]
+        result = fastmlp_cli("predict", str(trained_model_file), str(good), str(path))
+        assert_one_line_error(result, fragment)
+
+
+def test_predict_command_refuses_what_is_not_a_model(tmp_path, notmnist):
+    good = render("A", tmp_path / "good.png")
+    np.savez(tmp_path / "data.npz", images=np.zeros((2, 28, 28), np.uint8), labels=np.zeros(2, np.uint8))
+    assert_one_line_error(fastmlp_cli("predict", str(good), str(good)), "not a fastmlp weights file")
+    assert_one_line_error(fastmlp_cli("predict", str(tmp_path / "data.npz"), str(good)), "not a fastmlp weights file")
+    assert_one_line_error(fastmlp_cli("predict", str(tmp_path / "none.npz"), str(good)), "does not exist")
+    assert_one_line_error(fastmlp_cli("predict", str(tmp_path / "none.npz")), "IMAGE")  # no image given
+    assert_one_line_error(fastmlp_cli("predict", str(tmp_path / "none.npz"), str(good), "--ink", "grey"), "grey")
+
+
+# ------------------------------------------------------- the command line
+def test_predict_command_prints_a_letter_per_image(tmp_path, trained_model_file):
+    paths = [render(letter, tmp_path / f"{letter}.png") for letter in "CAFE"]
+    result = fastmlp_cli("predict", str(trained_model_file), *map(str, paths))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4
+    for path, line in zip(paths, lines):
+        file, rest = line.split(": ", 1)
+        assert file == str(path)
+        letter, probability = rest.split()[:2]
+        assert letter in LETTERS and 0 < float(probability) <= 1
+        assert "(next: " in rest and rest.count(",") == 1
+    assert sum(line.split(": ")[1][0] == letter for line, letter in zip(lines, "CAFE")) >= 3
+
+
+def test_predict_command_json_lines(tmp_path, trained_model_file, trained_model):
+    paths = [render(letter, tmp_path / f"{letter}.png") for letter in "BIG"]
+    result = fastmlp_cli("predict", "--json", str(trained_model_file), *map(str, paths))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["file"] for r in records] == [str(p) for p in paths]
+    for record, prediction in zip(records, trained_model.predict_images(paths)):
+        assert record["letter"] == prediction.letter
+        assert record["probability"] == pytest.approx(prediction.probability, rel=1e-6)
+        assert len(record["next"]) == 2 and all(n["letter"] in LETTERS for n in record["next"])
+        assert record["probability"] >= record["next"][0]["probability"] >= record["next"][1]["probability"]
+
+
+def test_predict_command_reads_idx_and_npz_files(tmp_path, notmnist, trained_model_file, trained_model):
+    originals, labels = data_images(notmnist, 7)
+    write_idx(tmp_path / "some-images-idx3-ubyte.gz", originals)
+    np.savez(tmp_path / "some.npz", images=originals, labels=labels)
+    expected = [LETTERS[k] for k in trained_model.predict(notmnist.test[0][:7])]
+    for path in (tmp_path / "some-images-idx3-ubyte.gz", tmp_path / "some.npz"):
+        result = fastmlp_cli("predict", "--json", str(trained_model_file), str(path))
+        assert result.returncode == 0, result.stderr
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [r["file"] for r in records] == [f"{path}[{i}]" for i in range(7)]
+        assert [r["letter"] for r in records] == expected
+    write_idx(tmp_path / "small-images-idx3-ubyte", np.zeros((2, 20, 20)))
+    assert_one_line_error(fastmlp_cli("predict", str(trained_model_file), str(tmp_path / "small-images-idx3-ubyte")),
+                          "(2, 20, 20)")
+
+
+# ------------------------------------------------------------ class names
+def test_the_data_and_the_weights_file_know_the_letters(notmnist, trained_model, tmp_path):
+    assert notmnist.classes == tuple(LETTERS)
+    assert trained_model.classes == tuple(LETTERS)
+    trained_model.save(tmp_path / "m.npz")
+    with zipfile.ZipFile(tmp_path / "m.npz") as archive:
+        assert json.loads(archive.read("metadata.json"))["classes"] == list(LETTERS)
+    custom = fastmlp.MLP(784, 4, 3, classes=["cat", "dog", "eel"])
+    custom.save(tmp_path / "c.npz")
+    assert fastmlp.MLP.load(tmp_path / "c.npz").classes == ("cat", "dog", "eel")
+    assert fastmlp.MLP(784, 4, 3).classes == ("0", "1", "2")
+
+
+def test_a_weights_file_without_class_names_still_loads(trained_model, tmp_path):
+    weights.save_weights(tmp_path / "old.npz", trained_model.params, extra_metadata={"fastmlp_version": "0.1.0"})
+    old = fastmlp.MLP.load(tmp_path / "old.npz")
+    assert old.classes == tuple(LETTERS)
+    np.testing.assert_array_equal(old.params["W2"], trained_model.params["W2"])
+
+
+@pytest.mark.parametrize("classes", [["A", "B"], ["A"] * 10, [""] * 10, "ABCDEFGHIJ", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]])
+def test_bad_class_names_are_refused(trained_model, tmp_path, classes):
+    weights.save_weights(tmp_path / "bad.npz", trained_model.params, extra_metadata={"classes": classes})
+    with pytest.raises(InvalidInputError, match="classes"):
+        fastmlp.MLP.load(tmp_path / "bad.npz")
+    with pytest.raises(InvalidInputError, match="classes"):
+        fastmlp.MLP.from_params(trained_model.params, classes=classes)
+    assert os.path.exists(tmp_path / "bad.npz")
