@@ -67,6 +67,8 @@ def build_parser():
     train.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: full batch)")
     train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto (default: ${ENV_VAR}, then {DEFAULT})")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    train.add_argument("--precision", default="float32",
+                       help="products in float32 (default: the dtype's own precision), tf32 or bf16 (GPU backends)")
     train.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     train.add_argument("--out", help="output folder (default runs/<timestamp>)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -75,6 +77,8 @@ def build_parser():
     bench = commands.add_parser("bench", help="time an epoch on every backend, side by side")
     bench.add_argument("--backends", type=_list, default=["all"], help="comma-separated names, or all (default)")
     bench.add_argument("--dtype", type=_list, default=["float32"], help="float32 (default), float64, or both comma-separated")
+    bench.add_argument("--precision", type=_list, default=["float32"],
+                       help="float32 (default), tf32, bf16, or several comma-separated (rows side by side)")
     bench.add_argument("--hidden", type=lambda t: [_positive_int(v) for v in _list(t)], default=[1000],
                        help="hidden units, comma-separated (default 1000)")
     bench.add_argument("--n", type=_positive_int, default=6000, help="training rows (default 6000)")
@@ -101,7 +105,7 @@ def _requested_backends(args):
 
 #: API argument -> the flag that sets it, so messages name what the user typed
 _FLAGS = {"n_hidden": "--hidden", "epochs": "--epochs", "lr": "--lr", "momentum": "--momentum",
-          "batch_size": "--batch-size", "dtype": "--dtype", "seed": "--seed"}
+          "batch_size": "--batch-size", "dtype": "--dtype", "seed": "--seed", "precision": "--precision"}
 
 
 def _print_error(exc, debug):
@@ -121,10 +125,12 @@ def _train(args):
     from .files import atomic_write
     from .mlp import MLP
     from .plotting import plot_curves
-    model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed)
+    model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed,
+                precision=args.precision)
     facts = model.backend_facts
     extra = ", ".join(f"{k}={v}" for k, v in facts.items() if k == "blas" or k.endswith("threads"))
-    print(f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}", flush=True)
+    print(f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}, "
+          f"precision {model.precision}", flush=True)
     data = datasets.load_notmnist(args.data, dtype=args.dtype)
     print(f"data: {data.source} (train {len(data.train[1])}, valid {len(data.valid[1])}, "
           f"test {len(data.test[1])})", flush=True)
@@ -150,16 +156,21 @@ def _train(args):
 
 def _bench(args):
     from . import benchmark, plotting
-    from .validation import check_dtype
+    from .errors import InvalidInputError
+    from .validation import PRECISIONS, check_dtype
 
     dtypes = [check_dtype(d) for d in args.dtype]
+    for precision in args.precision:
+        if precision not in PRECISIONS:
+            raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
+                                    parameter="precision")
     names = args.backends
     if names != ["all"]:
         from .backends import resolve_name
 
         names = [resolve_name(name) for name in names]
-    result = benchmark.compare(names, dtypes=dtypes, hiddens=args.hidden, n=args.n, n_valid=args.valid,
-                               epochs=args.epochs, warmup=args.warmup)
+    result = benchmark.compare(names, dtypes=dtypes, precisions=args.precision, hiddens=args.hidden, n=args.n,
+                               n_valid=args.valid, epochs=args.epochs, warmup=args.warmup)
     if args.sweep:
         result["sweep"] = benchmark.sweep(names, dtype=dtypes[0])
         plotting.plot_sweep(result["sweep"], args.sweep_plot)

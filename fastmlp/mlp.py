@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import model, train, weights
-from .backends import get_backend
+from .backends import configure, get_backend
 from .errors import InvalidInputError
 from .optim import INITIAL_VELOCITY
 from .validation import check_dtype, check_features, check_hyperparameters, check_labels, check_layout, check_params
@@ -19,19 +19,28 @@ class MLP:
     Parameters are Xavier-initialised on the host with ``numpy.random.default_rng(seed)``, so every
     backend starts from identical weights. ``backend`` is a registered backend's name (see
     ``fastmlp info`` and :mod:`fastmlp.backends`), ``auto``, or None for the environment's choice.
+    ``precision``: how the products compute: "float32" (the dtype's own precision, the default),
+    "tf32" (TF32 tensor cores) or "bf16" (BF16 copies of the operands, FP32 accumulation); the
+    latter two need dtype float32 and a backend that offers them. ``cuda_graphs``: None replays
+    each epoch as a CUDA graph where the backend can (unless ``FASTMLP_CUDA_GRAPHS=0``), False
+    never, True requires a backend that can.
     """
 
-    def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0):
+    def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0,
+                 precision="float32", cuda_graphs=None):
         n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", parameter="seed")
         dtype = check_dtype(dtype)
-        self._setup(model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype), backend, dtype)
+        self._setup(model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype), backend, dtype,
+                    precision, cuda_graphs)
         self.seed = int(seed)
 
-    def _setup(self, host_params, backend, dtype):
+    def _setup(self, host_params, backend, dtype, precision="float32", cuda_graphs=None):
         self._backend = get_backend(backend)
         self.dtype = dtype
+        self.precision, self.cuda_graphs = configure(self._backend, dtype=dtype, precision=precision,
+                                                     cuda_graphs=cuda_graphs)
         self.n_in, self.n_hidden = host_params["W1"].shape
         self.n_out = host_params["W2"].shape[1]
         self._params = {k: self._backend.asarray(v, dtype) for k, v in host_params.items()}
@@ -40,12 +49,12 @@ class MLP:
         self.seed = None
 
     @classmethod
-    def from_params(cls, params, *, backend=None, dtype=None):
+    def from_params(cls, params, *, backend=None, dtype=None, precision="float32", cuda_graphs=None):
         """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)}."""
         host = check_params(params)
         dtype = check_dtype(dtype if dtype is not None else host["W1"].dtype)
         self = cls.__new__(cls)
-        self._setup(host, backend, dtype)
+        self._setup(host, backend, dtype, precision, cuda_graphs)
         return self
 
     # ------------------------------------------------------------ facts
@@ -65,8 +74,9 @@ class MLP:
         return {k: self._backend.to_numpy(v) for k, v in self._params.items()}
 
     def __repr__(self):
+        precision = f", precision={self.precision!r}" if self.precision != "float32" else ""
         return (f"MLP({self.n_in}, {self.n_hidden}, {self.n_out}, backend={self.backend!r}, "
-                f"dtype={self.dtype!r})")
+                f"dtype={self.dtype!r}{precision})")
 
     # --------------------------------------------------------- training
     def fit(self, X, y, X_valid=None, y_valid=None, *, epochs=200, lr=0.1, momentum=0.9,
@@ -110,6 +120,7 @@ class MLP:
         if X_valid is not None:
             Xv_dev, lv_dev = backend.asarray(X_valid, copy=False), backend.asarray(labels_valid, copy=False)
         X_dev, labels_dev = backend.asarray(X_host, copy=False), backend.asarray(labels_host, copy=False)
+        backend.hold_constant(X_dev, Xv_dev)  # unchanged until run_epochs releases the backend
         if self._velocities is None:
             self._velocities = {k: backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in self._params.items()}
         state = train.TrainingState(backend, self._params, self._velocities)
@@ -152,10 +163,14 @@ class MLP:
         """Write the parameters to ``path`` (npz without pickle), atomically."""
         from . import __version__
 
-        weights.save_weights(path, self.params, extra_metadata={"fastmlp_version": __version__})
+        weights.save_weights(path, self.params,
+                             extra_metadata={"fastmlp_version": __version__, "precision": self.precision})
 
     @classmethod
-    def load(cls, path, *, backend=None):
-        """A model with the parameters saved at ``path`` (see :meth:`save`)."""
+    def load(cls, path, *, backend=None, precision="float32", cuda_graphs=None):
+        """A model with the parameters saved at ``path`` (see :meth:`save`). The file records the
+        precision it was trained with (``weights.load_weights`` returns it in the metadata); the
+        loaded model computes in ``precision``."""
         params, metadata = weights.load_weights(path)  # checked there by the same rule as from_params
-        return cls.from_params(params, backend=backend, dtype=metadata["dtype"])
+        return cls.from_params(params, backend=backend, dtype=metadata["dtype"], precision=precision,
+                               cuda_graphs=cuda_graphs)

@@ -1,8 +1,9 @@
 """Weights files: save atomically, load without pickle, refuse anything unexpected.
 
 Format: a zip archive (NumPy's ``.npz`` layout) with one ``.npy`` member per parameter (``W1``,
-``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes and
-the fastmlp version that wrote it.
+``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes,
+the fastmlp version that wrote it and the precision of the products it was trained with
+(``precision``; files written before it existed have none).
 
 Saving goes through :func:`fastmlp.files.atomic_write`: an interrupted save (exception, Ctrl-C,
 full disk) leaves the old file as it was. Loading reads the zip's directory first and refuses members
@@ -22,7 +23,7 @@ import numpy as np
 from .errors import InvalidInputError, MissingFileError
 from .files import atomic_write
 from .model import PARAM_NAMES
-from .validation import DTYPES, array_problems, layout_problems
+from .validation import DTYPES, PRECISIONS, array_problems, layout_problems
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights"]
 
@@ -84,6 +85,8 @@ def _declared_layout(metadata, problems):
     if dtype not in DTYPES:
         problems.append(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         dtype = None
+    if "precision" in metadata and metadata["precision"] not in PRECISIONS:
+        problems.append(f"precision {metadata['precision']!r} is not one of {', '.join(PRECISIONS)}")
     return dtype, _declared_shapes(metadata.get("shapes"), problems)
 
 
