@@ -206,3 +206,77 @@ def test_every_override_keeps_the_generic_signature(name):
     if name != DEFAULT:  # each kernel backend replaces the generic fused steps
         fused = ("bias_relu", "softmax_xent_grad", "logits_loss_acc", "hidden_backward", "momentum_update")
         assert [step for step in fused if getattr(cls, step) is getattr(Backend, step)] == []
+
+
+# ------------------------------------------------------------------ precision and CUDA graphs
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_a_cpu_backend_refuses_a_reduced_precision_naming_what_offers_it(backend_name, precision):
+    backend_class = _load_class(backend_name)
+    if precision in backend_class.precisions:
+        pytest.skip(f"the {backend_name} backend offers {precision}")
+    with pytest.raises(InvalidInputError, match=rf"precision '{precision}' is not offered by the {backend_name} "
+                                                rf"backend, which offers float32; it is offered by: cupy") as raised:
+        fastmlp.MLP(784, 8, 10, backend=backend_name, precision=precision)
+    assert raised.value.parameter == "precision"
+
+
+@pytest.mark.parametrize("precision, dtype, message", [
+    ("fp8", "float32", r"precision must be one of float32, tf32, bf16, got 'fp8'"),
+    (None, "float32", r"precision must be one of float32, tf32, bf16, got None"),
+    ("tf32", "float64", r"precision 'tf32' needs dtype float32 .* or precision 'float32'"),
+    ("bf16", "float64", r"precision 'bf16' needs dtype float32"),
+])
+def test_a_precision_that_cannot_work_is_an_error_before_training(backend_name, precision, dtype, message):
+    with pytest.raises(InvalidInputError, match=message):
+        fastmlp.MLP(784, 8, 10, backend=backend_name, dtype=dtype, precision=precision)
+
+
+def test_float32_precision_is_the_default_and_means_the_dtypes_own(backend_name, dtype):
+    net = fastmlp.MLP(784, 8, 10, backend=backend_name, dtype=dtype)
+    assert net.precision == "float32" and net._backend.precision == "float32"
+    assert "precision" not in repr(net)
+
+
+def test_the_backends_that_offer_each_setting():
+    from fastmlp.backends import backends_offering
+
+    assert backends_offering(precision="float32") == BACKEND_NAMES
+    assert backends_offering(precision="bf16") == ("cupy",)
+    assert backends_offering(cuda_graphs=True) == ("cupy",)
+
+
+def test_a_cpu_backend_runs_each_step_as_a_plain_call(backend_name):
+    def step(x):
+        return x
+
+    backend = get_backend(backend_name)
+    if backend.replays_cuda_graphs:
+        pytest.skip(f"the {backend_name} backend replays steps as CUDA graphs (tests/test_gpu.py)")
+    assert backend.compile_step(step) is step
+    for setting in (None, False):
+        net = fastmlp.MLP(784, 8, 10, backend=backend_name, cuda_graphs=setting)
+        assert net._backend.compile_step(step) is step
+
+
+@pytest.mark.parametrize("setting, message", [
+    (True, r"cuda_graphs=True needs a backend that replays CUDA graphs \(offered by: cupy\); the \w+ backend runs "
+           r"each step as a plain call"),
+    ("yes", r"cuda_graphs must be None, True or False, got 'yes'"),
+])
+def test_cuda_graphs_that_cannot_be_honoured_is_an_error(backend_name, setting, message):
+    if _load_class(backend_name).replays_cuda_graphs and setting is True:
+        pytest.skip(f"the {backend_name} backend replays CUDA graphs")
+    with pytest.raises(InvalidInputError, match=message) as raised:
+        fastmlp.MLP(784, 8, 10, backend=backend_name, cuda_graphs=setting)
+    assert raised.value.parameter == "cuda_graphs"
+
+
+def test_the_graph_switch_reads_the_argument_and_the_environment(monkeypatch):
+    from fastmlp.backends._cuda_graphs import ENV_VAR, graphs_enabled
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert graphs_enabled(None) and graphs_enabled(True) and not graphs_enabled(False)
+    monkeypatch.setenv(ENV_VAR, "0")
+    assert not graphs_enabled(None) and not graphs_enabled(True)
+    monkeypatch.setenv(ENV_VAR, "1")
+    assert graphs_enabled(None) and not graphs_enabled(False)

@@ -34,14 +34,16 @@ def graphs_enabled(cuda_graphs):
     return cuda_graphs is not False and os.environ.get(ENV_VAR, "").strip() != "0"
 
 
-def signature(value, is_array):
-    """A hashable description of a step's arguments: arrays by address and layout, scalars by value."""
+def signature(value, address):
+    """A hashable description of a step's arguments: arrays by address and layout, the rest by
+    value. ``address(value)``: an array's device address, None for anything else."""
     if isinstance(value, dict):
-        return ("dict", tuple((k, signature(v, is_array)) for k, v in value.items()))
+        return ("dict", tuple((k, signature(v, address)) for k, v in value.items()))
     if isinstance(value, (tuple, list)):
-        return ("seq", tuple(signature(v, is_array) for v in value))
-    if is_array(value):
-        return ("array", value.data.ptr, value.shape, value.strides, value.dtype.str)
+        return ("seq", tuple(signature(v, address) for v in value))
+    where = address(value)
+    if where is not None:
+        return ("array", where, value.shape, value.strides, value.dtype.str)
     return ("value", type(value).__name__, value)
 
 
@@ -61,7 +63,7 @@ class GraphReplayer:
         self.replays = 0
 
     def __call__(self, *args):
-        key = signature(args, lambda v: isinstance(v, self._cupy.ndarray))
+        key = signature(args, lambda v: v.data.ptr if isinstance(v, self._cupy.ndarray) else None)
         entry = self._graphs.get(key)
         if entry is not None:
             graph, outputs = entry
