@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU job: the whole suite on the cupy backend with the GPU required (a missing GPU fails the
-# run instead of skipping), then the epoch benchmark with cupy beside the CPU backends.
+# run instead of skipping), then the epoch benchmark with cupy beside numpy in the three precisions
+# (float32, tf32, bf16) at H=1000 and H=4096, and the N=60000, H=4096 row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,5 +14,8 @@ fi
 export FASTMLP_BACKEND=cupy FASTMLP_REQUIRE_GPU=1
 "$VENV/bin/python" -m pytest -rs ${PYTEST_ARGS:-}
 unset FASTMLP_BACKEND
-"$VENV/bin/fastmlp" bench --backends numpy,cupy --dtype float32 --hidden 1000 --epochs ${BENCH_EPOCHS:-10} \
-  --json "${BENCH_JSON:-bench-gpu.json}"
+"$VENV/bin/fastmlp" info
+"$VENV/bin/fastmlp" bench --backends numpy,cupy --precision float32,tf32,bf16 --hidden 1000,4096 --n 6000 \
+  --epochs ${BENCH_EPOCHS:-10} --json "${BENCH_JSON:-bench-gpu.json}"
+"$VENV/bin/fastmlp" bench --backends cupy --precision float32,tf32,bf16 --hidden 4096 --n 60000 \
+  --epochs ${BENCH_EPOCHS:-10} --json "${BENCH_JSON_LARGE:-bench-gpu-60000.json}"

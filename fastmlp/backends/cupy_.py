@@ -68,6 +68,7 @@ class CupyBackend(InPlaceBackend):
         self._bf16_copies = {}   # address -> BF16 copy of a constant array
         self._relu_masks = {}    # address of an A1 buffer -> its ReLU mask from RELU_AUX_BIAS
         self.unfused = {}        # product -> why it runs without its epilogue (planning refused)
+        self.replayers = []      # the GraphReplayers made by compile_step (for tests and facts)
 
     def _compile_kernels(self, cupy):
         kernels = {name: cupy.ElementwiseKernel(*spec, f"fastmlp_{name}") for name, spec in ELEMENTWISE.items()}
@@ -168,7 +169,9 @@ class CupyBackend(InPlaceBackend):
         FASTMLP_CUDA_GRAPHS=0)."""
         if not graphs_enabled(self.cuda_graphs):
             return step
-        return GraphReplayer(step, self._cupy, self._stream)
+        replayer = GraphReplayer(step, self._cupy, self._stream)
+        self.replayers = [r for r in self.replayers[-7:]] + [replayer]  # the latest few
+        return replayer
 
     # -------------------------------------------------------- products
     def _compute_type(self, dtype):
@@ -259,15 +262,15 @@ class CupyBackend(InPlaceBackend):
 
     def hidden_backward(self, A1, d2, W2):
         """dW2 = A1ᵀ d2, db2 = Σ d2, and d1 with db1 from one DRELU_BGRAD product."""
-        mask = self._relu_masks.get(A1.data.ptr)
-        if mask is None:  # A1 not made by hidden_layer's fused product
+        if not any(A1 is buffer for buffer in self._buffers.values()):  # not the loop's activation
             return super().hidden_backward(A1, d2, W2)
+        mask = self._relu_masks.get(A1.data.ptr)  # None: A1 was not made by the fused product
         N, H = A1.shape
         dW2 = self._buffer("dW2", (H, d2.shape[1]), A1.dtype)
         self._product(A1.T, d2, dW2)                                                 # H×K: A1ᵀ d2
         db2 = d2.sum(axis=0)                                                         # K
         d1 = self._buffer("d1", (N, H), A1.dtype)                                    # N×H
-        if "hidden_backward" not in self.unfused:
+        if mask is not None and "hidden_backward" not in self.unfused:
             epilog = self._nvmath.linalg.advanced.MatmulEpilog.DRELU_BGRAD
             try:
                 aux = self._product(d2, W2.T, d1, epilog, {"relu_aux": mask})        # (d2 W2ᵀ) ⊙ [S1 > 0]
