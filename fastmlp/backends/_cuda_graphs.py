@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import warnings
 
-__all__ = ["ENV_VAR", "graphs_enabled", "GraphReplayer", "signature"]
+__all__ = ["ENV_VAR", "graphs_enabled", "GraphReplayer", "GraphCaptureWarning", "signature"]
 
 #: FASTMLP_CUDA_GRAPHS=0 turns replay off (any other value, or none, leaves it to the argument)
 ENV_VAR = "FASTMLP_CUDA_GRAPHS"

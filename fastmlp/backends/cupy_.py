@@ -216,16 +216,14 @@ class CupyBackend(InPlaceBackend):
         base = array.T if transposed else array          # C-contiguous
         import ml_dtypes
 
-        copy = self._bf16_copies.get(base.data.ptr) if base.data.ptr in self._constants else None
+        constant = base.data.ptr in self._constants
+        copy = self._bf16_copies.get(base.data.ptr) if constant else None
         if copy is None:
-            copy = self._buffer(("bf16", role), base.shape, ml_dtypes.bfloat16)
+            copy = self._buffer(("bf16", base.data.ptr if constant else role), base.shape, ml_dtypes.bfloat16)
             self._cupy.copyto(copy, base, casting="unsafe")   # round to nearest even
-            if base.data.ptr in self._constants:
+            if constant:
                 self._bf16_copies[base.data.ptr] = copy
         return copy.T if transposed else copy
-
-    def _fusable(self, *arrays):
-        return all(a.dtype in (np.float32, np.float64) for a in arrays)
 
     def matmul(self, A, B, *, workspace=None):
         if workspace is None:
@@ -256,6 +254,12 @@ class CupyBackend(InPlaceBackend):
         if not any(A is buffer for buffer in self._buffers.values()):
             return super().affine(A, W, b)
         out = self._buffer(("logits", A.shape[0]), (A.shape[0], W.shape[1]), A.dtype)   # N×K
+        if "affine" not in self.unfused:
+            try:
+                self._product(A, W, out, self._nvmath.linalg.advanced.MatmulEpilog.BIAS, {"bias": b})
+                return out
+            except Exception as exc:  # noqa: BLE001 - an epilogue this cuBLASLt refuses: product + kernel
+                self.unfused["affine"] = f"{type(exc).__name__}: {exc}"
         self._product(A, W, out)
         self._add_bias(b, out)
         return out
