@@ -312,6 +312,13 @@ class _FakeCuda:
             def __exit__(self, *exc):
                 return False
 
+            def record(self):
+                assert not cuda.capturing, "an event recorded on a capturing stream"
+                return object()
+
+            def wait_event(self, event):
+                assert not cuda.capturing, "a capture waits for an event outside it"
+
             def begin_capture(self):
                 cuda.capturing = True
 
@@ -326,6 +333,8 @@ class _FakeCuda:
                 return Graph()
 
         self.stream = Stream()
+        caller = Stream()
+        self.get_current_stream = lambda: caller
 
 
 def test_the_graph_replayer_runs_each_signature_eagerly_once_captures_once_then_only_launches():

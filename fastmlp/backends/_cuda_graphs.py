@@ -3,7 +3,8 @@
 A :class:`GraphReplayer` wraps a step (a function of device arrays, dicts and tuples of them, and
 Python scalars). The first call with a given *signature* (every array's address, shape, strides
 and dtype, and every scalar's value) runs eagerly; the second records the step once with CuPy's
-stream capture (``stream.begin_capture()`` ... ``stream.end_capture()``, see docs/gpu.md) and
+stream capture (``stream.begin_capture()`` ... ``stream.end_capture()`` on a non-blocking stream, as
+CuPy's documentation of ``Stream.begin_capture`` shows; see also docs/gpu.md) and
 launches the graph; later calls with that signature only launch it (``graph.launch(stream=...)``)
 and return the outputs recorded at capture, whose buffers the replay rewrites. The steps update
 parameters and velocities in place, so their buffers, and with them the signature, stay the same
@@ -63,6 +64,15 @@ class GraphReplayer:
         self.replays = 0
 
     def __call__(self, *args):
+        """Run the step on the replayer's stream, ordered after the caller's stream's queued work
+        and before whatever the caller queues next (CUDA events, no host wait)."""
+        caller = self._cupy.cuda.get_current_stream()
+        self.stream.wait_event(caller.record())
+        outputs = self._run(args)
+        caller.wait_event(self.stream.record())
+        return outputs
+
+    def _run(self, args):
         key = signature(args, lambda v: v.data.ptr if isinstance(v, self._cupy.ndarray) else None)
         entry = self._graphs.get(key)
         if entry is not None:

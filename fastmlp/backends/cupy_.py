@@ -62,7 +62,7 @@ class CupyBackend(InPlaceBackend):
 
         super().__init__(xp, cupy)
         self._cupy = cupy
-        self._stream = cupy.cuda.Stream(non_blocking=False)  # ordered with the default stream
+        self._stream = cupy.cuda.Stream(non_blocking=True)  # where compiled steps run and are captured
         self._plans = {}         # operand layout -> planned nvmath Matmul
         self._constants = {}     # address -> array promised unchanged until release (hold_constant)
         self._bf16_copies = {}   # address -> BF16 copy of a constant array
