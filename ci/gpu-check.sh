@@ -22,14 +22,20 @@ case "${1:-}" in
     ls -la "$CARRY/wheels" ;;
   run)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-    # a venv over the image's Python (CuPy, NumPy, pytest ... already there), the carried wheels in it
-    rm -rf .venv-gpu && python3 -m venv --system-site-packages .venv-gpu
+    # a venv over the image's Python (CuPy, NumPy, pytest ... already there), else that Python itself
+    rm -rf .venv-gpu
+    if python3 -m venv --system-site-packages .venv-gpu 2>/dev/null; then
+      VENV=.venv-gpu
+    else
+      VENV=$(python3 -c 'import sys; print(sys.prefix)')
+    fi
+    PY="$VENV/bin/python"; [ -x "$PY" ] || PY="$VENV/bin/python3"
     for wheel in "$CARRY"/wheels/*.whl; do   # one by one: a wheel the image already has may be skipped
-      .venv-gpu/bin/python -m pip install --quiet --no-index --no-deps "$wheel" || echo "not installed: $wheel"
+      "$PY" -m pip install --quiet --no-index --no-deps "$wheel" || echo "not installed: $wheel"
     done
     export FASTMLP_DATA="$PWD/$CARRY/notmnist"
     BENCH_JSON="${OUT:-.}/bench-gpu.json" BENCH_JSON_LARGE="${OUT:-.}/bench-gpu-60000.json" \
-      PYTEST_ARGS="-p no:cacheprovider -s" VENV=.venv-gpu bash ci/gpu-job.sh ;;
+      PYTEST_ARGS="-p no:cacheprovider -s" VENV="$VENV" bash ci/gpu-job.sh ;;
   *)
     echo "usage: bash ci/gpu-check.sh prepare|run" >&2; exit 2 ;;
 esac
