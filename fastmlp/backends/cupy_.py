@@ -244,10 +244,19 @@ class CupyBackend(InPlaceBackend):
         except Exception as exc:  # noqa: BLE001 - an epilogue this cuBLASLt refuses: product + kernel
             self.unfused["hidden_layer"] = f"{type(exc).__name__}: {exc}"
             return super().hidden_layer(X, W1, b1, workspace=workspace)
-        mask = self._buffer(("relu_mask", workspace), aux["relu_aux"].shape, aux["relu_aux"].dtype)
+        mask = self._mask_buffer(workspace, aux["relu_aux"])
         self._cupy.copyto(mask, aux["relu_aux"])   # one fixed buffer, which the backward plan reads
         self._relu_masks[out.data.ptr] = mask
         return out
+
+    def _mask_buffer(self, workspace, like):
+        """A reused buffer for the ReLU mask of ``workspace``, laid out like ``like``: the mask is
+        column-major (stride 1 along H), as DRELU_BGRAD requires of its input."""
+        key = ("relu_mask", workspace)
+        mask = self._buffers.get(key)
+        if mask is None or mask.shape != like.shape or mask.strides != like.strides:
+            mask = self._buffers[key] = self._cupy.empty_like(like)
+        return mask
 
     def affine(self, A, W, b):
         """A W + b for the output layer: one BIAS product when A is one of the loop's buffers."""
