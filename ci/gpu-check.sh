@@ -12,11 +12,14 @@ case "${1:-}" in
   prepare)
     rm -rf "$CARRY" && mkdir -p "$CARRY/wheels" "$CARRY/notmnist"
     PY=${PYTHON:-python3}
-    # wheels the image lacks; nvmath-python and ml_dtypes are built per Python version: set PYVER to
-    # the image's (python3 --version there; default 3.12). nvmath's CUDA libraries are on the image.
-    "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version "${PYVER:-3.12}" \
-      --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform any -d "$CARRY/wheels" \
-      array-api-compat array-api-strict pooch platformdirs mpmath ml_dtypes nvmath-python
+    # wheels the image lacks; nvmath-python and ml_dtypes are built per Python version, so they come
+    # for each of PYVERS (the image's Python picks its own; others are skipped when installing).
+    # nvmath's CUDA libraries (cuda-bindings, cuda-core, cuda-pathfinder) are on the image.
+    "$PY" -m pip download --quiet --no-deps -d "$CARRY/wheels" array-api-compat array-api-strict pooch platformdirs mpmath
+    for version in ${PYVERS:-3.10 3.11 3.12 3.13}; do
+      "$PY" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$version" \
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d "$CARRY/wheels" ml_dtypes nvmath-python
+    done
     "$PY" -m pip wheel --quiet --no-deps -w "$CARRY/wheels" .
     cp ../shared/data/notmnist/* "$CARRY/notmnist/"
     ls -la "$CARRY/wheels" ;;
