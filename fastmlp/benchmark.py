@@ -7,6 +7,13 @@ read. The *floor* is the same epoch's three large products alone (X @ W1, Xᵀ @
 on the same backend, timed in the same rounds; the floor ratio is the median over rounds of
 epoch / products. Backends are interleaved round by round
 (A B C A B C ...) after warm-up epochs, so machine noise falls on all of them alike.
+
+Each backend times its own work (``Backend.time_device_work``): the CPU backends by the wall
+clock between two synchronisations, the GPU backend by CUDA events around the work on the device,
+so that the host thread's wait for a core (BLAS threads of a CPU round still spinning) is not
+charged to the GPU. Each precision (float32, tf32, bf16) is its own configuration, and its floor
+is the three products in that precision; a backend that does not offer a precision is skipped
+for it, with the reason.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import time
 import numpy as np
 
 from . import model, train
-from .backends import BACKEND_NAMES, BASELINE, backend_status, get_backend
-from .errors import BackendError
+from .backends import BACKEND_NAMES, BASELINE, backend_status, configure, get_backend
+from .errors import BackendError, InvalidInputError
 from .files import write_text
 from .optim import INITIAL_VELOCITY
 
@@ -38,9 +45,11 @@ def epoch_flops(n, n_valid, hidden, n_in=N_IN, n_out=N_OUT):
 class EpochRunner:
     """One backend, one configuration: data and parameters on the device, ready to time."""
 
-    def __init__(self, backend, *, n=6000, n_valid=2000, hidden=1000, dtype="float32", seed=0):
+    def __init__(self, backend, *, n=6000, n_valid=2000, hidden=1000, dtype="float32", seed=0,
+                 precision="float32"):
         self.backend = backend if not isinstance(backend, str) else get_backend(backend)
-        self.n, self.n_valid, self.hidden, self.dtype = n, n_valid, hidden, dtype
+        configure(self.backend, dtype=dtype, precision=precision, cuda_graphs=None)  # raises if not offered
+        self.n, self.n_valid, self.hidden, self.dtype, self.precision = n, n_valid, hidden, dtype, precision
         rng = np.random.default_rng(seed)
         to_device = self.backend.asarray
         self.X = to_device(rng.random((n, N_IN)), dtype)                       # N×D in [0, 1)
@@ -52,26 +61,27 @@ class EpochRunner:
         self.state = train.TrainingState(self.backend, params, velocities)
         self._spare = None
         self._d1 = to_device(rng.standard_normal((n, hidden)) * 1e-3, dtype)  # N×H stand-in for d1
+        self.backend.hold_constant(self.X, self.X_valid)  # as fit promises: the data are never written
 
     def epoch(self):
         """Seconds of one full-batch training epoch, validation metrics included."""
-        start = time.perf_counter()
-        self._spare, _ = train.full_batch_epoch(
-            self.state, self.X, self.labels, self.X_valid, self.labels_valid,
-            lr=1e-3, momentum=0.9, snapshot_into=self._spare)
-        self.backend.synchronize()
-        return time.perf_counter() - start
+        def work():
+            self._spare, _ = train.full_batch_epoch(
+                self.state, self.X, self.labels, self.X_valid, self.labels_valid,
+                lr=1e-3, momentum=0.9, snapshot_into=self._spare)
+
+        return self.backend.time_device_work(work)
 
     def products(self):
         """Seconds of the epoch's three large products alone, into the epoch's own buffers."""
         backend, W1 = self.backend, self.state.params["W1"]
-        backend.synchronize()
-        start = time.perf_counter()
-        backend.matmul(self.X, W1, workspace="train_hidden")        # N×H
-        backend.matmul(self.X.T, self._d1, workspace="dW1")         # D×H
-        backend.matmul(self.X_valid, W1, workspace="valid_hidden")  # Nv×H
-        backend.synchronize()
-        return time.perf_counter() - start
+
+        def work():
+            backend.matmul(self.X, W1, workspace="train_hidden")        # N×H
+            backend.matmul(self.X.T, self._d1, workspace="dW1")         # D×H
+            backend.matmul(self.X_valid, W1, workspace="valid_hidden")  # Nv×H
+
+        return backend.time_device_work(work)
 
 
 def _choose_backends(names):
@@ -99,14 +109,15 @@ def _usable(backends, result, log):
 def _warm_runner(name, config, warmup):
     """An EpochRunner for ``config`` after its warm-up epochs, and its entry in the results."""
     start = time.perf_counter()
-    runner = EpochRunner(name, n=config["n"], n_valid=config["n_valid"], hidden=config["hidden"], dtype=config["dtype"])
+    runner = EpochRunner(name, n=config["n"], n_valid=config["n_valid"], hidden=config["hidden"],
+                         dtype=config["dtype"], precision=config["precision"])
     first = runner.epoch()
     cold = time.perf_counter() - start
     for _ in range(max(0, warmup - 1)):
         runner.epoch()
         runner.products()
     entry = {"cold_start_s": cold, "first_epoch_s": first, "epoch_s": [], "floor_s": [],
-             "facts": runner.backend.describe()}
+             "timer": runner.backend.timer, "facts": runner.backend.describe()}
     return runner, entry
 
 
@@ -114,7 +125,10 @@ def _time_config(usable, config, *, epochs, warmup):
     """Time every backend on one configuration, interleaved round by round."""
     runners = {}
     for name in usable:
-        runners[name], config["backends"][name] = _warm_runner(name, config, warmup)
+        try:
+            runners[name], config["backends"][name] = _warm_runner(name, config, warmup)
+        except InvalidInputError as exc:  # this precision is not offered by this backend
+            config["skipped"][name] = str(exc)
     for _ in range(epochs):  # A B C A B C ...
         for name, runner in runners.items():
             config["backends"][name]["epoch_s"].append(runner.epoch())
@@ -124,23 +138,34 @@ def _time_config(usable, config, *, epochs, warmup):
     _summarise(config)
 
 
-def compare(backends="all", *, dtypes=("float32",), hiddens=(1000,), n=6000, n_valid=2000,
-            epochs=10, warmup=2, log=print):
-    """Time every usable backend on every (dtype, hidden), interleaved; returns a JSON-able dict."""
+def compare(backends="all", *, dtypes=("float32",), precisions=("float32",), hiddens=(1000,), n=6000,
+            n_valid=2000, epochs=10, warmup=2, log=print):
+    """Time every usable backend on every (dtype, precision, hidden), interleaved; returns a
+    JSON-able dict."""
     from . import _sysinfo
 
     result = {"machine": _sysinfo.machine_info(), "blas": _sysinfo.blas_info(),
               "date": time.strftime("%Y-%m-%d"), "epochs": epochs, "warmup": warmup,
               "skipped": {}, "configs": []}
     usable = _usable(backends, result, log)
-    for dtype in dtypes:
-        for hidden in hiddens:
-            config = {"dtype": dtype, "n": n, "n_valid": n_valid, "hidden": hidden,
-                      "flops_per_epoch": epoch_flops(n, n_valid, hidden), "backends": {}}
-            _time_config(usable, config, epochs=epochs, warmup=warmup)
-            result["configs"].append(config)
-            log(format_table(config))
+    for dtype, precision, hidden in _configurations(dtypes, precisions, hiddens, log):
+        config = {"dtype": dtype, "precision": precision, "n": n, "n_valid": n_valid, "hidden": hidden,
+                  "flops_per_epoch": epoch_flops(n, n_valid, hidden), "backends": {}, "skipped": {}}
+        _time_config(usable, config, epochs=epochs, warmup=warmup)
+        result["configs"].append(config)
+        log(format_table(config))
     return result
+
+
+def _configurations(dtypes, precisions, hiddens, log):
+    """(dtype, precision, hidden) to time; a reduced precision only with float32."""
+    for dtype in dtypes:
+        for precision in precisions:
+            if precision != "float32" and dtype != "float32":
+                log(f"skipping {dtype} with precision {precision}: reduced precisions need float32")
+                continue
+            for hidden in hiddens:
+                yield dtype, precision, hidden
 
 
 def _summarise(config):
@@ -164,7 +189,9 @@ def _summarise(config):
 
 def format_table(config):
     """A text table of one configuration: one row per backend."""
-    head = (f"{config['dtype']}, N={config['n']}, H={config['hidden']}, valid {config['n_valid']} "
+    precision = config.get("precision", "float32")
+    head = (f"{config['dtype']}" + (f" (products in {precision})" if precision != "float32" else "") +
+            f", N={config['n']}, H={config['hidden']}, valid {config['n_valid']} "
             f"({config['flops_per_epoch'] / 1e9:.1f} GFLOP of products per epoch)")
     rows = [f"{'backend':<8} {'median s':>9} {'min-max s':>15} {'samples/s':>10} {'vs ' + config['baseline']:>9} "
             f"{'floor s':>8} {'epoch/floor':>11} {'cold s':>7}"]
@@ -173,6 +200,9 @@ def format_table(config):
         rows.append(
             f"{name:<8} {e['median_s']:>9.4f} {e['min_s']:>7.4f}-{e['max_s']:<7.4f} {e['samples_per_s']:>10.0f} "
             f"{speedup:>9} {e['floor_median_s']:>8.4f} {e['floor_ratio']:>10.3f}x {e['cold_start_s']:>7.2f}")
+    timers = sorted({f"{name}: {e['timer']}" for name, e in config["backends"].items() if "timer" in e})
+    rows += [f"timed by {'; '.join(timers)}"] * bool(timers)
+    rows += [f"skipped {name}: {reason}" for name, reason in config.get("skipped", {}).items()]
     return "\n".join([head, *rows])
 
 

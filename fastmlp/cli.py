@@ -113,6 +113,8 @@ def _add_train_parser(commands, debug):
     train.add_argument("--batch-size", type=_int, default=None, help="mini-batch size (default: full batch)")
     train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto (default: ${ENV_VAR}, then {DEFAULT})")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    train.add_argument("--precision", default="float32",
+                       help="products in float32 (default: the dtype's own precision), tf32 or bf16 (GPU backends)")
     train.add_argument("--seed", type=_int, default=0, help="seed of the initial weights (default 0)")
     train.add_argument("--out", help="output folder, must not hold files yet (default runs/<timestamp>-<random>)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
@@ -125,6 +127,8 @@ def _add_bench_parser(commands, debug):
     bench = commands.add_parser("bench", help="time an epoch on every backend, side by side")
     bench.add_argument("--backends", type=_list, default=["all"], help="comma-separated names, or all (default)")
     bench.add_argument("--dtype", type=_list, default=["float32"], help="float32 (default), float64, or both comma-separated")
+    bench.add_argument("--precision", type=_list, default=["float32"],
+                       help="float32 (default), tf32, bf16, or several comma-separated (rows side by side)")
     bench.add_argument("--hidden", type=lambda t: [_positive_int(v) for v in _list(t)], default=[1000],
                        help="hidden units, comma-separated (default 1000)")
     bench.add_argument("--n", type=_positive_int, default=6000, help="training rows (default 6000)")
@@ -173,7 +177,7 @@ def _requested_backends(args):
 
 #: API argument -> the flag that sets it, so messages name what the user typed
 _FLAGS = {"n_hidden": "--hidden", "epochs": "--epochs", "lr": "--lr", "momentum": "--momentum",
-          "batch_size": "--batch-size", "dtype": "--dtype", "seed": "--seed"}
+          "batch_size": "--batch-size", "dtype": "--dtype", "seed": "--seed", "precision": "--precision"}
 
 
 def _print_error(exc, debug):
@@ -196,10 +200,12 @@ def _train(args):
 
     destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite)
     check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
-    model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed)
+    model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed,
+                precision=args.precision)
     facts = model.backend_facts
     extra = ", ".join(f"{k}={v}" for k, v in facts.items() if k == "blas" or k.endswith("threads"))
-    print(f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}", flush=True)
+    print(f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}, "
+          f"precision {model.precision}", flush=True)
     data = datasets.load_notmnist(args.data, dtype=args.dtype)
     print(f"data: {data.source} (train {len(data.train[1])}, valid {len(data.valid[1])}, "
           f"test {len(data.test[1])})", flush=True)
@@ -312,19 +318,21 @@ def _predict(args):
 def _bench(args):
     from . import benchmark, plotting
     from .files import check_file_destination
-    from .validation import check_dtype
+    from .validation import check_dtype, check_precision_name
 
     for flag, path in (("--json", args.json), ("--plot", args.plot), ("--sweep-plot", args.sweep and args.sweep_plot)):
         if path:
             check_file_destination(path, name=flag)  # before the benchmark, not after
     dtypes = [check_dtype(d) for d in args.dtype]
+    for precision in args.precision:
+        check_precision_name(precision)
     names = args.backends
     if names != ["all"]:
         from .backends import resolve_name
 
         names = [resolve_name(name) for name in names]
-    result = benchmark.compare(names, dtypes=dtypes, hiddens=args.hidden, n=args.n, n_valid=args.valid,
-                               epochs=args.epochs, warmup=args.warmup)
+    result = benchmark.compare(names, dtypes=dtypes, precisions=args.precision, hiddens=args.hidden, n=args.n,
+                               n_valid=args.valid, epochs=args.epochs, warmup=args.warmup)
     if args.sweep:
         result["sweep"] = benchmark.sweep(names, dtype=dtypes[0])
         plotting.plot_sweep(result["sweep"], args.sweep_plot)

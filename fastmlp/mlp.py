@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from . import model, train, weights
-from .backends import get_backend
+from .backends import configure, get_backend
 from .errors import InvalidInputError
 from .memory import ensure_fits, host_memory_errors
 from .optim import INITIAL_VELOCITY
@@ -26,10 +26,15 @@ class MLP:
     ``dtype`` is float32 (also for None) or float64. A model that cannot fit in the host's memory
     raises :class:`~fastmlp.errors.HostMemoryError` before anything is allocated. ``classes`` names
     the outputs (saved with the weights); None means the notMNIST letters A-J when ``n_out`` is 10,
-    else "0" ... "K-1".
+    else "0" ... "K-1". ``precision``: how the products compute: "float32" (the dtype's own
+    precision, the default), "tf32" (TF32 tensor cores) or "bf16" (BF16 copies of the operands,
+    FP32 accumulation); the latter two need dtype float32 and a backend that offers them.
+    ``cuda_graphs``: None replays each epoch as a CUDA graph where the backend can (unless
+    ``FASTMLP_CUDA_GRAPHS=0``), False never, True requires a backend that can.
     """
 
-    def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0, classes=None):
+    def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0, classes=None,
+                 precision="float32", cuda_graphs=None):
         n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", parameter="seed")
@@ -39,12 +44,14 @@ class MLP:
         ensure_fits(8 * sum(math.prod(s) for s in model.param_shapes(n_in, n_hidden, n_out).values()), doing)
         with host_memory_errors(doing):  # drawn in float64 on the host, then cast
             host_params = model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
-            self._setup(host_params, backend, dtype, classes)
+            self._setup(host_params, backend, dtype, classes, precision, cuda_graphs)
         self.seed = int(seed)
 
-    def _setup(self, host_params, backend, dtype, classes):
+    def _setup(self, host_params, backend, dtype, classes, precision="float32", cuda_graphs=None):
         self._backend = get_backend(backend)
         self.dtype = dtype
+        self.precision, self.cuda_graphs = configure(self._backend, dtype=dtype, precision=precision,
+                                                     cuda_graphs=cuda_graphs)
         self.n_in, self.n_hidden = host_params["W1"].shape
         self.n_out = host_params["W2"].shape[1]
         self.classes = classes  # the name of each output, e.g. ("A", ..., "J")
@@ -54,16 +61,16 @@ class MLP:
         self.seed = None
 
     @classmethod
-    def from_params(cls, params, *, backend=None, dtype=None, classes=None):
+    def from_params(cls, params, *, backend=None, dtype=None, classes=None, precision="float32", cuda_graphs=None):
         """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)},
         K >= 2 like the constructor's ``n_out``; ``dtype=None`` keeps W1's dtype; ``classes``: the K
-        class names (None: as in :class:`MLP`)."""
+        class names (None: as in :class:`MLP`); ``precision`` and ``cuda_graphs`` as in :class:`MLP`."""
         host = check_params(params)
         dtype = check_dtype(dtype if dtype is not None else host["W1"].dtype)
         classes = check_classes(classes, host["W2"].shape[1])
         self = cls.__new__(cls)
         with host_memory_errors("copying the parameters to the backend"):
-            self._setup(host, backend, dtype, classes)
+            self._setup(host, backend, dtype, classes, precision, cuda_graphs)
         return self
 
     # ------------------------------------------------------------ facts
@@ -83,8 +90,9 @@ class MLP:
         return {k: self._backend.to_numpy(v) for k, v in self._params.items()}
 
     def __repr__(self):
+        precision = f", precision={self.precision!r}" if self.precision != "float32" else ""
         return (f"MLP({self.n_in}, {self.n_hidden}, {self.n_out}, backend={self.backend!r}, "
-                f"dtype={self.dtype!r})")
+                f"dtype={self.dtype!r}{precision})")
 
     # ---------------------------------------------------------- pickling
     def __getstate__(self):
@@ -103,6 +111,7 @@ class MLP:
     def __setstate__(self, state):
         state = dict(state)
         backend = get_backend(state.pop("_backend_name"))
+        backend.configure(precision=state.get("precision"), cuda_graphs=state.get("cuda_graphs"))
         state["_params"] = {k: backend.asarray(v) for k, v in state["_params"].items()}
         if state.get("_velocities") is not None:
             state["_velocities"] = {k: backend.asarray(v) for k, v in state["_velocities"].items()}
@@ -150,6 +159,7 @@ class MLP:
         if X_valid is not None:
             Xv_dev, lv_dev = backend.asarray(X_valid, copy=False), backend.asarray(labels_valid, copy=False)
         X_dev, labels_dev = backend.asarray(X_host, copy=False), backend.asarray(labels_host, copy=False)
+        backend.hold_constant(X_dev, Xv_dev)  # unchanged until run_epochs releases the backend
         if self._velocities is None:
             self._velocities = {k: backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in self._params.items()}
         state = train.TrainingState(backend, self._params, self._velocities)
@@ -203,12 +213,16 @@ class MLP:
         from . import __version__
 
         weights.save_weights(path, self.params,
-                             extra_metadata={"fastmlp_version": __version__, "classes": list(self.classes)})
+                             extra_metadata={"fastmlp_version": __version__, "classes": list(self.classes),
+                                             "precision": self.precision})
 
     @classmethod
-    def load(cls, path, *, backend=None):
+    def load(cls, path, *, backend=None, precision="float32", cuda_graphs=None):
         """A model with the parameters and class names saved at ``path`` (see :meth:`save`).
 
-        A file written before class names were saved gets the default names (see :class:`MLP`)."""
+        A file written before class names were saved gets the default names (see :class:`MLP`).
+        The file records the precision it was trained with (``weights.load_weights`` returns it in
+        the metadata); the loaded model computes in ``precision``."""
         params, metadata = weights.load_weights(path)  # checked there by the same rule as from_params
-        return cls.from_params(params, backend=backend, dtype=metadata["dtype"], classes=metadata.get("classes"))
+        return cls.from_params(params, backend=backend, dtype=metadata["dtype"], classes=metadata.get("classes"),
+                               precision=precision, cuda_graphs=cuda_graphs)

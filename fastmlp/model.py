@@ -41,9 +41,8 @@ def forward(backend, params, X, *, workspace=None):
 
     ``workspace`` names a reusable buffer for the N×H activation (training loop only).
     """
-    S1 = backend.matmul(X, params["W1"], workspace=workspace)    # N×H
-    A1 = backend.bias_relu(S1, params["b1"])                    # N×H, in place on S1
-    S2 = backend.affine(A1, params["W2"], params["b2"])         # N×K
+    A1 = backend.hidden_layer(X, params["W1"], params["b1"], workspace=workspace)   # N×H
+    S2 = backend.affine(A1, params["W2"], params["b2"])                           # N×K
     return S2, (X, A1)
 
 

@@ -67,7 +67,8 @@ def plot_bars(result, path):
         axes.scatter(xs, floors, marker="_", s=300, color="black", zorder=3,
                      label="three large products alone" if i == 0 else None)
     axes.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(configs))],
-                    [f"{c['dtype']}\nN={c['n']} H={c['hidden']}" for c in configs])
+                    [f"{c['dtype']}{'/' + c['precision'] if c.get('precision', 'float32') != 'float32' else ''}"
+                     f"\nN={c['n']} H={c['hidden']}" for c in configs])
     axes.set_ylabel("seconds per epoch (median)")
     axes.set_title("fastmlp: epoch time by backend")
     axes.legend()

@@ -5,10 +5,10 @@ loss and accuracy on the training and validation sets for the updated weights. I
 the training metrics of the updated weights are exactly what the next epoch's forward pass
 computes, so the loop reuses that pass and runs one extra forward after the last epoch.
 
-The path of one full-batch epoch: :func:`full_batch_epoch` snapshots the weights (for the
-divergence check) and calls the *step* — :func:`epoch_step`, passed once through the backend's
-``compile_step`` seam (a plain call on the CPU; a backend may trace or capture it and replay it) —
-which runs the forward and backward passes of :mod:`.model`, the momentum update of :mod:`.optim`
+The path of one full-batch epoch: :func:`full_batch_epoch` calls the *step* —
+:func:`snapshot_epoch_step`, passed once through the backend's ``compile_step`` seam (a plain call
+on the CPU; a backend may trace or capture it and replay it) — which snapshots the weights (for the
+divergence check) and runs the forward and backward passes of :mod:`.model`, the momentum update of :mod:`.optim`
 and the validation forward, and returns the metrics as one device vector. The loop copies that
 vector to the host (once per epoch, the only synchronisation), and :class:`_Recorder` checks the
 training loss with :class:`_DivergenceGuard` and appends the metrics to the :class:`History`.
@@ -30,7 +30,8 @@ from .errors import DivergenceError
 #: a final training accuracy within this of the most common class's share counts as chance
 CHANCE_MARGIN = 0.01
 
-__all__ = ["History", "TrainingState", "gradient_step", "epoch_step", "metrics_step", "full_batch_epoch", "run_epochs"]
+__all__ = ["History", "TrainingState", "gradient_step", "epoch_step", "snapshot_epoch_step", "metrics_step",
+           "full_batch_epoch", "run_epochs"]
 
 
 @dataclass
@@ -111,12 +112,13 @@ class TrainingState:
 
     def snapshot(self, into=None):
         """Copies of parameters and velocities (into ``into``'s buffers where the backend can)."""
-        copy = self.backend.copy
-        into = into or ({}, {})
-        return (
-            {k: copy(v, into[0].get(k)) for k, v in self.params.items()},
-            {k: copy(v, into[1].get(k)) for k, v in self.velocities.items()},
-        )
+        return _copy_weights(self.backend, self.params, self.velocities, into)
+
+    def empty_snapshot(self):
+        """Buffers shaped like a snapshot, for :func:`snapshot_epoch_step` to copy into."""
+        full = self.backend.full
+        return ({k: full(v.shape, 0, v.dtype) for k, v in self.params.items()},
+                {k: full(v.shape, 0, v.dtype) for k, v in self.velocities.items()})
 
     def restore(self, snapshot):
         params, velocities = snapshot
@@ -151,6 +153,22 @@ def epoch_step(backend, params, velocities, X, labels, X_valid, labels_valid, lr
     return params, velocities, _stack(backend, metrics)
 
 
+def snapshot_epoch_step(backend, snapshot, params, velocities, X, labels, X_valid, labels_valid, lr, momentum):
+    """The weights before the update copied into ``snapshot``'s buffers (for the divergence
+    check), then :func:`epoch_step`: the whole device work of a full-batch epoch in one step.
+
+    Returns (snapshot, params, velocities, metrics)."""
+    snapshot = _copy_weights(backend, params, velocities, snapshot)
+    return (snapshot, *epoch_step(backend, params, velocities, X, labels, X_valid, labels_valid, lr, momentum))
+
+
+def _copy_weights(backend, params, velocities, into=None):
+    """(copies of params, copies of velocities), written into ``into``'s buffers where the backend can."""
+    into = into or ({}, {})
+    return ({k: backend.copy(v, into[0].get(k)) for k, v in params.items()},
+            {k: backend.copy(v, into[1].get(k)) for k, v in velocities.items()})
+
+
 def metrics_step(backend, params, X, labels, X_valid, labels_valid):
     """The loss and accuracy of ``params`` on (X, labels) and, if given, on the validation set,
     as one device vector."""
@@ -178,11 +196,13 @@ def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, m
     Returns (snapshot of the weights before the update, host metrics): the training loss and
     accuracy of the weights *before* the update (this epoch's forward pass) and, with a
     validation set, its loss and accuracy *after* the update, in one device-to-host copy.
+    The snapshot is copied inside the step, into ``snapshot_into`` (the loop alternates two
+    snapshots, so a backend that replays the step sees the same buffers every other epoch).
     """
-    before = state.snapshot(into=snapshot_into)
-    step = state.compiled(epoch_step)
-    state.params, state.velocities, metrics = step(
-        state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum)
+    into = snapshot_into if snapshot_into is not None else state.empty_snapshot()
+    step = state.compiled(snapshot_epoch_step)
+    before, state.params, state.velocities, metrics = step(
+        into, state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum)
     return before, _to_host(state.backend, metrics)
 
 

@@ -15,11 +15,15 @@ import numpy as np
 from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
-    "DTYPES", "check_dtype", "check_features", "check_labels", "check_hyperparameters", "check_positive_int",
-    "check_layout", "layout_problems", "check_params", "check_classes", "classes_problem",
+    "DTYPES", "PRECISIONS", "check_dtype", "check_precision_name", "check_precision", "check_cuda_graphs", "check_features", "check_labels",
+    "check_hyperparameters", "check_positive_int", "check_layout", "layout_problems", "check_params", "check_classes",
+    "classes_problem",
 ]
 
 DTYPES = ("float32", "float64")
+#: how the matrix products compute: "float32" in the dtype's own precision (the seed's semantics),
+#: "tf32" on TF32 tensor cores, "bf16" from BF16 copies of the operands with FP32 accumulation
+PRECISIONS = ("float32", "tf32", "bf16")
 
 
 def check_dtype(dtype):
@@ -34,6 +38,44 @@ def check_dtype(dtype):
     if name not in DTYPES:
         raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", parameter="dtype")
     return name
+
+
+def check_precision_name(precision):
+    """``precision`` is one of :data:`PRECISIONS`; returns it."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
+                                parameter="precision")
+    return precision
+
+
+def check_precision(precision, dtype, *, backend_name, offered, offered_by=()):
+    """``precision`` checked against the dtype and what the backend ``offered``; returns it.
+
+    ``offered_by``: the names of the backends that offer it, for the message."""
+    check_precision_name(precision)
+    if precision != PRECISIONS[0] and dtype != "float32":
+        raise InvalidInputError(
+            f"precision {precision!r} needs dtype float32 (the products of dtype {dtype} run in {dtype}); "
+            f"use dtype float32 with precision {precision!r}, or precision {PRECISIONS[0]!r}", parameter="precision")
+    if precision not in offered:
+        where = f"; it is offered by: {', '.join(offered_by)}" if offered_by else ""
+        raise InvalidInputError(
+            f"precision {precision!r} is not offered by the {backend_name} backend, which offers "
+            f"{', '.join(offered)}{where}", parameter="precision")
+    return precision
+
+
+def check_cuda_graphs(cuda_graphs, *, backend_name, replays, offered_by=()):
+    """``cuda_graphs``: None (replay where the backend can), True (required) or False (never)."""
+    if cuda_graphs is not None and not isinstance(cuda_graphs, bool):
+        raise InvalidInputError(f"cuda_graphs must be None, True or False, got {cuda_graphs!r}",
+                                parameter="cuda_graphs")
+    if cuda_graphs and not replays:
+        where = f" (offered by: {', '.join(offered_by)})" if offered_by else ""
+        raise InvalidInputError(
+            f"cuda_graphs=True needs a backend that replays CUDA graphs{where}; the {backend_name} backend runs "
+            "each step as a plain call: leave cuda_graphs at None", parameter="cuda_graphs")
+    return cuda_graphs
 
 
 def _as_host_array(value, name):

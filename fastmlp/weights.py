@@ -3,8 +3,9 @@
 Format: a zip archive (NumPy's ``.npz`` layout) with one ``.npy`` member per parameter (``W1``,
 ``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes,
 the fastmlp version that wrote it and, optionally, ``classes``: the name of each output (e.g. the
-letters "A" ... "J"). Files without ``classes`` (written by fastmlp 0.1.0 before it saved them) are
-still read, and readers that do not know ``classes`` ignore it, so the format version stays 1.
+letters "A" ... "J") and ``precision``: the precision of the products it was trained with. Files
+without them (written by fastmlp 0.1.0) are still read, and readers that do not know them ignore
+them, so the format version stays 1.
 
 Saving goes through :func:`fastmlp.files.atomic_write`: an interrupted save (exception, Ctrl-C,
 full disk) leaves the old file as it was. Loading reads the zip's directory first and refuses members
@@ -26,7 +27,7 @@ from .errors import InvalidInputError, MissingFileError
 from .files import atomic_write
 from .memory import ensure_fits, host_memory_errors
 from .model import PARAM_NAMES
-from .validation import DTYPES, array_problems, classes_problem, layout_problems
+from .validation import DTYPES, PRECISIONS, array_problems, classes_problem, layout_problems
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights", "npy_header"]
 
@@ -88,6 +89,8 @@ def _declared_layout(metadata, problems):
     if dtype not in DTYPES:
         problems.append(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         dtype = None
+    if "precision" in metadata and metadata["precision"] not in PRECISIONS:
+        problems.append(f"precision {metadata['precision']!r} is not one of {', '.join(PRECISIONS)}")
     declared = _declared_shapes(metadata.get("shapes"), problems)
     if len(declared.get("W2", ())) == 2:
         _check_classes(metadata, declared["W2"][-1], problems)

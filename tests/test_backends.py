@@ -206,3 +206,179 @@ def test_every_override_keeps_the_generic_signature(name):
     if name != DEFAULT:  # each kernel backend replaces the generic fused steps
         fused = ("bias_relu", "softmax_xent_grad", "logits_loss_acc", "hidden_backward", "momentum_update")
         assert [step for step in fused if getattr(cls, step) is getattr(Backend, step)] == []
+
+
+# ------------------------------------------------------------------ precision and CUDA graphs
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_a_cpu_backend_refuses_a_reduced_precision_naming_what_offers_it(backend_name, precision):
+    backend_class = _load_class(backend_name)
+    if precision in backend_class.precisions:
+        pytest.skip(f"the {backend_name} backend offers {precision}")
+    with pytest.raises(InvalidInputError, match=rf"precision '{precision}' is not offered by the {backend_name} "
+                                                rf"backend, which offers float32; it is offered by: cupy") as raised:
+        fastmlp.MLP(784, 8, 10, backend=backend_name, precision=precision)
+    assert raised.value.parameter == "precision"
+
+
+@pytest.mark.parametrize("precision, dtype, message", [
+    ("fp8", "float32", r"precision must be one of float32, tf32, bf16, got 'fp8'"),
+    (None, "float32", r"precision must be one of float32, tf32, bf16, got None"),
+    ("tf32", "float64", r"precision 'tf32' needs dtype float32 .* or precision 'float32'"),
+    ("bf16", "float64", r"precision 'bf16' needs dtype float32"),
+])
+def test_a_precision_that_cannot_work_is_an_error_before_training(backend_name, precision, dtype, message):
+    with pytest.raises(InvalidInputError, match=message):
+        fastmlp.MLP(784, 8, 10, backend=backend_name, dtype=dtype, precision=precision)
+
+
+def test_float32_precision_is_the_default_and_means_the_dtypes_own(backend_name, dtype):
+    net = fastmlp.MLP(784, 8, 10, backend=backend_name, dtype=dtype)
+    assert net.precision == "float32" and net._backend.precision == "float32"
+    assert "precision" not in repr(net)
+
+
+def test_the_backends_that_offer_each_setting():
+    from fastmlp.backends import backends_offering
+
+    assert backends_offering(precision="float32") == BACKEND_NAMES
+    assert backends_offering(precision="bf16") == ("cupy",)
+    assert backends_offering(cuda_graphs=True) == ("cupy",)
+
+
+def test_a_cpu_backend_runs_each_step_as_a_plain_call(backend_name):
+    def step(x):
+        return x
+
+    backend = get_backend(backend_name)
+    if backend.replays_cuda_graphs:
+        pytest.skip(f"the {backend_name} backend replays steps as CUDA graphs (tests/test_gpu.py)")
+    assert backend.compile_step(step) is step
+    for setting in (None, False):
+        net = fastmlp.MLP(784, 8, 10, backend=backend_name, cuda_graphs=setting)
+        assert net._backend.compile_step(step) is step
+
+
+@pytest.mark.parametrize("setting, message", [
+    (True, r"cuda_graphs=True needs a backend that replays CUDA graphs \(offered by: cupy\); the \w+ backend runs "
+           r"each step as a plain call"),
+    ("yes", r"cuda_graphs must be None, True or False, got 'yes'"),
+])
+def test_cuda_graphs_that_cannot_be_honoured_is_an_error(backend_name, setting, message):
+    if _load_class(backend_name).replays_cuda_graphs and setting is True:
+        pytest.skip(f"the {backend_name} backend replays CUDA graphs")
+    with pytest.raises(InvalidInputError, match=message) as raised:
+        fastmlp.MLP(784, 8, 10, backend=backend_name, cuda_graphs=setting)
+    assert raised.value.parameter == "cuda_graphs"
+
+
+def test_the_graph_switch_reads_the_argument_and_the_environment(monkeypatch):
+    from fastmlp.backends._cuda_graphs import ENV_VAR, graphs_enabled
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert graphs_enabled(None) and graphs_enabled(True) and not graphs_enabled(False)
+    monkeypatch.setenv(ENV_VAR, "0")
+    assert not graphs_enabled(None) and not graphs_enabled(True)
+    monkeypatch.setenv(ENV_VAR, "1")
+    assert graphs_enabled(None) and not graphs_enabled(False)
+
+
+class _FakeDeviceArray:
+    """A device array of the CuPy test double below: an address, a shape, strides and a dtype."""
+
+    def __init__(self, address):
+        import numpy as np
+
+        self.data = type("Pointer", (), {"ptr": address})()
+        self.shape, self.strides, self.dtype = (4,), (4,), np.dtype("float32")
+
+
+class _FakeCuda:
+    """CuPy's stream capture as the replayer uses it (begin_capture, end_capture, graph.launch,
+    a private MemoryPool, using_allocator), recording what happens instead of running a device."""
+
+    def __init__(self):
+        import contextlib
+
+        self.log = []
+        self.capturing = False
+        self.MemoryPool = lambda: type("Pool", (), {"malloc": None})()
+        self.using_allocator = lambda malloc: contextlib.nullcontext()
+        cuda = self
+
+        class Stream:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def record(self):
+                assert not cuda.capturing, "an event recorded on a capturing stream"
+                return object()
+
+            def wait_event(self, event):
+                assert not cuda.capturing, "a capture waits for an event outside it"
+
+            def begin_capture(self):
+                cuda.capturing = True
+
+            def end_capture(self):
+                cuda.capturing = False
+                number = len(cuda.log)
+
+                class Graph:
+                    def launch(self, stream):
+                        cuda.log.append(("launch", number))
+
+                return Graph()
+
+        self.stream = Stream()
+        caller = Stream()
+        self.get_current_stream = lambda: caller
+
+
+def test_the_graph_replayer_runs_each_signature_eagerly_once_captures_once_then_only_launches():
+    from fastmlp.backends._cuda_graphs import GraphReplayer
+
+    cuda = _FakeCuda()
+    fake_cupy = type("FakeCupy", (), {"ndarray": _FakeDeviceArray, "cuda": cuda})
+
+    def step(array, lr):
+        cuda.log.append(("step", array.data.ptr, "captured" if cuda.capturing else "eager"))
+        return {"metrics": array}
+
+    replay = GraphReplayer(step, fake_cupy, cuda.stream)
+    first, second = _FakeDeviceArray(100), _FakeDeviceArray(200)
+    outputs = [replay(a, 0.1) for a in (first, second, first, second, first, second, first)]
+    assert cuda.log == [("step", 100, "eager"), ("step", 200, "eager"),
+                        ("step", 100, "captured"), ("launch", 3),
+                        ("step", 200, "captured"), ("launch", 5),
+                        ("launch", 3), ("launch", 5), ("launch", 3)]
+    assert outputs[4] is outputs[2] and outputs[6] is outputs[2] and outputs[5] is outputs[3]
+    assert replay.replays == 3 and replay.fallback_reason is None
+    replay(first, 0.2)                       # another learning rate is another signature: eager first
+    assert cuda.log[-1] == ("step", 100, "eager")
+
+
+def test_a_step_that_refuses_capture_runs_eagerly_from_then_on_with_one_warning():
+    from fastmlp.backends._cuda_graphs import GraphCaptureWarning, GraphReplayer
+
+    cuda = _FakeCuda()
+    fake_cupy = type("FakeCupy", (), {"ndarray": _FakeDeviceArray, "cuda": cuda})
+    calls = []
+
+    def step(array):
+        calls.append("captured" if cuda.capturing else "eager")
+        if cuda.capturing:
+            raise NotImplementedError("calling cuBLAS API during stream capture is currently unsupported")
+        return array
+
+    replay = GraphReplayer(step, fake_cupy, cuda.stream)
+    array = _FakeDeviceArray(100)
+    replay(array)
+    with pytest.warns(GraphCaptureWarning, match="cuBLAS API during stream capture"):
+        assert replay(array) is array
+    for _ in range(3):
+        assert replay(array) is array
+    assert calls == ["eager", "captured", "eager", "eager", "eager", "eager"]
+    assert "NotImplementedError" in replay.fallback_reason and not cuda.capturing

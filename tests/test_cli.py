@@ -88,6 +88,12 @@ BAD_COMMANDS = {
     "bad dtype": (["train", "--dtype", "float16"], r"--dtype must be one of float32, float64, got 'float16'"),
     "not a number": (["train", "--epochs", "many"], r"argument --epochs: expected an integer, got 'many' \(see fastmlp train --help\)"),
     "negative seed": (["train", "--seed", "-1"], r"--seed must be an integer >= 0, got -1"),
+    "unknown precision": (["train", "--precision", "fp8"], r"--precision must be one of float32, tf32, bf16, got 'fp8'"),
+    "tf32 with float64": (["train", "--precision", "tf32", "--dtype", "float64", "--backend", "numpy"],
+                          r"--precision 'tf32' needs dtype float32"),
+    "tf32 on the cpu": (["train", "--precision", "tf32", "--backend", "numpy"],
+                        r"--precision 'tf32' is not offered by the numpy backend, which offers float32; it is offered by: cupy"),
+    "bench precision": (["bench", "--precision", "float32,half"], r"--precision must be one of float32, tf32, bf16, got 'half'"),
     "no command": ([], r"required: command"),
     "missing data": (["train", "--data", "/nonexistent/notmnist"], r"data path /nonexistent/notmnist .* does not exist"),
 }

@@ -169,6 +169,9 @@ def test_elementwise_bodies_match_the_generic_steps(build_folder, dtype):
     (masked,) = elementwise(build_folder, "relu_backward")(A, G.copy())
     np.testing.assert_array_equal(masked, G * (A > 0))
 
+    (biased,) = elementwise(build_folder, "add_bias")(np.broadcast_to(b, S.shape), S.copy())
+    np.testing.assert_array_equal(biased, S + b)  # the output layer's bias after its product
+
     theta, v, g = (rng.normal(0, 1, 50).astype(dtype) for _ in range(3))
     lr, mu = np.asarray(0.1, dtype), np.asarray(0.9, dtype)
     new_theta, new_v = elementwise(build_folder, "momentum")(g, np.broadcast_to(lr, g.shape), np.broadcast_to(mu, g.shape),

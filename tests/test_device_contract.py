@@ -156,3 +156,59 @@ def test_the_epoch_benchmark_runs_on_the_device():
     assert runner.epoch() > 0 and runner.products() > 0
     assert (device.uploads, device.downloads) == (0, 1)   # the data are already there; one copy of the metrics
     assert on_the_device(runner.state.params.values()) and on_the_device(runner.state.velocities.values())
+
+
+class RecordingBackend:
+    """Wraps a CPU backend's ``compile_step``: records each compiled step's argument signatures
+    (arrays by address), the precondition of replaying a step as a CUDA graph."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.calls = {}
+        plain = backend.compile_step
+
+        def compile_step(step):
+            from fastmlp.backends._cuda_graphs import signature
+
+            calls = self.calls.setdefault(step.func.__name__, [])
+            compiled = plain(step)
+            assert compiled is step  # a CPU backend runs the step as a plain call
+
+            def recorded(*args):
+                calls.append(signature(args, lambda v: v.ctypes.data if isinstance(v, np.ndarray) else None))
+                return compiled(*args)
+
+            return recorded
+
+        backend.compile_step = compile_step
+
+
+def test_full_batch_epochs_repeat_the_step_arguments_every_other_epoch(notmnist):
+    """A backend that works in place sees the very same buffers in epoch e and e - 2 (the loop
+    alternates two snapshots), so a captured epoch can be replayed; the snapshot is taken inside
+    the step, so no device work of a steady epoch is left outside it."""
+    (X, y), (Xv, yv) = notmnist.train, notmnist.valid
+    net = fastmlp.MLP(784, 32, 10, backend="numpy", seed=0)
+    recorder = RecordingBackend(net._backend)
+    net.fit(X[:600], y[:600], Xv[:200], yv[:200], epochs=6)
+    epochs = recorder.calls["snapshot_epoch_step"]
+    assert len(epochs) == 6
+    assert len(set(epochs[1:])) == 2     # from epoch 2 on: two signatures, alternating
+    assert [epochs[e] == epochs[e - 2] for e in range(3, 6)] == [True] * 3
+    assert epochs[2] != epochs[3]
+
+
+def test_the_epoch_step_with_its_snapshot_converts_nothing_on_the_host(notmnist, no_host_conversion):
+    from fastmlp import train
+
+    (X, y), (Xv, yv) = notmnist.train, notmnist.valid
+    device = SimulatedDevice()
+    state = train.TrainingState(device, *(
+        {k: device.asarray(v) for k, v in p.items()}
+        for p in (model.init_params(784, 16, 10), {k: np.full(v.shape, 1e-5, np.float32)
+                                                    for k, v in model.init_params(784, 16, 10).items()})))
+    data = [device.asarray(a) for a in (X[:300], y[:300], Xv[:100], yv[:100])]
+    device.uploads = device.downloads = 0
+    before, host = train.full_batch_epoch(state, *data, lr=0.1, momentum=0.9)
+    assert (device.uploads, device.downloads) == (0, 1)
+    assert len(host) == 4 and on_the_device(before[0].values()) and on_the_device(before[1].values())

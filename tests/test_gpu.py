@@ -47,3 +47,90 @@ def test_out_of_memory_names_the_bytes_and_a_hint(cupy_backend):
     small = fastmlp.MLP(784, 100, 10, backend="cupy")
     history = small.fit(np.zeros((64, 784), np.float32), np.arange(64) % 10, epochs=2)
     assert len(history.train_loss) == 2
+
+
+# ------------------------------------------ fused products, graph replay, precisions (GPU job)
+def _fit(notmnist, start, *, epochs=10, dtype="float32", backend="cupy", rows=2000, **settings):
+    (X, y), (Xv, yv) = notmnist.train, notmnist.valid
+    net = fastmlp.MLP.from_params(start, backend=backend, dtype=dtype, **settings)
+    history = net.fit(X[:rows], y[:rows], Xv[:500], yv[:500], epochs=epochs)
+    return net, history
+
+
+def test_the_fused_path_matches_numpy_after_ten_epochs(cupy_backend, notmnist, notmnist64, dtype):
+    from .helpers import TOLERANCE
+
+    data = notmnist64 if dtype == "float64" else notmnist
+    start = fastmlp.MLP(784, 64, 10, dtype=dtype, seed=3).params
+    on_gpu, gpu_history = _fit(data, start, dtype=dtype)
+    on_cpu, cpu_history = _fit(data, start, dtype=dtype, backend="numpy")
+    facts = on_gpu.backend_facts
+    if dtype == "float32":
+        assert "unfused" not in facts, facts["unfused"]      # every product ran with its epilogue
+    print(f"{dtype}: products without their epilogue: {facts.get('unfused', 'none')}")
+    assert facts["nvmath_version"] and facts["cuda_runtime"]
+    replayers = on_gpu._backend.replayers
+    assert all(r.fallback_reason is None for r in replayers), [r.fallback_reason for r in replayers]
+    assert sum(r.replays for r in replayers) >= 5             # epochs 5..10 replayed a captured graph
+    rtol, atol = TOLERANCE[dtype]
+    for name in start:
+        np.testing.assert_allclose(on_gpu.params[name], on_cpu.params[name], rtol=rtol, atol=atol, err_msg=name)
+    np.testing.assert_allclose(gpu_history.valid_loss, cpu_history.valid_loss, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("batch_size", [None, 384], ids=["full-batch", "mini-batch-ragged"])
+def test_graph_replay_gives_the_eager_weights_bit_for_bit(cupy_backend, notmnist, batch_size):
+    (X, y), (Xv, yv) = notmnist.train, notmnist.valid
+    start = fastmlp.MLP(784, 128, 10, seed=4).params
+    results = []
+    for cuda_graphs in (False, None):
+        net = fastmlp.MLP.from_params(start, backend="cupy", cuda_graphs=cuda_graphs)
+        history = net.fit(X[:2000], y[:2000], Xv[:500], yv[:500], epochs=8, batch_size=batch_size)
+        results.append((net.params, history))
+    (eager, eager_history), (replayed, replayed_history) = results
+    for name in start:
+        np.testing.assert_array_equal(replayed[name], eager[name], err_msg=name)
+    assert replayed_history.train_loss == eager_history.train_loss
+    assert replayed_history.valid_acc == eager_history.valid_acc
+
+
+def test_fastmlp_cuda_graphs_0_turns_replay_off(cupy_backend, notmnist, monkeypatch):
+    monkeypatch.setenv("FASTMLP_CUDA_GRAPHS", "0")
+    net = fastmlp.MLP(784, 32, 10, backend="cupy")
+    net.fit(*notmnist.train, epochs=4)
+    assert net._backend.replayers == [] and net.backend_facts["cuda_graphs"] == "off"
+
+
+def _relative(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_reduced_precisions_stay_within_2e_2_of_float32_after_ten_epochs(cupy_backend, notmnist, precision):
+    start = fastmlp.MLP(784, 256, 10, seed=6).params
+    reference, reference_history = _fit(notmnist, start)
+    reduced, history = _fit(notmnist, start, precision=precision)
+    assert reduced.precision == precision
+    for name in start:
+        assert _relative(reduced.params[name], reference.params[name]) <= 2e-2, name
+    np.testing.assert_allclose(history.train_loss, reference_history.train_loss, rtol=2e-2)
+    np.testing.assert_allclose(history.valid_loss, reference_history.valid_loss, rtol=2e-2)
+    assert all(p.dtype == np.float32 for p in reduced.params.values())  # master weights stay float32
+
+
+def test_two_hundred_seed_epochs_in_tf32_and_bf16_reach_float32s_accuracy(cupy_backend, notmnist, tmp_path):
+    """The seed's run (H=1000, lr 0.1, momentum 0.9, 200 epochs) in each precision; the README
+    quotes the accuracies this prints."""
+    accuracy = {}
+    for precision in ("float32", "tf32", "bf16"):
+        net = fastmlp.MLP(784, 1000, 10, backend="cupy", seed=0, precision=precision)
+        history = net.fit(*notmnist.train, *notmnist.valid, epochs=200, lr=0.1, momentum=0.9)
+        accuracy[precision] = history.valid_acc[-1]
+        if precision == "bf16":
+            net.save(tmp_path / "bf16.npz")
+    print("valid accuracy after 200 epochs:", accuracy)
+    assert abs(accuracy["tf32"] - accuracy["float32"]) <= 0.005
+    assert abs(accuracy["bf16"] - accuracy["float32"]) <= 0.005
+    from fastmlp.weights import load_weights
+
+    assert load_weights(tmp_path / "bf16.npz")[1]["precision"] == "bf16"

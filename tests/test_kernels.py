@@ -107,6 +107,26 @@ def test_hidden_backward(pair, dtype, shape):
         np.testing.assert_allclose(to_host(a), to_host(b), rtol=rtol, atol=atol * 10, err_msg=name)
 
 
+@pytest.mark.parametrize("shape", [(6000, 784, 1000), (37, 20, 5), (1, 3, 3)], ids=["6000x784x1000", "37x20x5", "1x3x3"])
+def test_hidden_layer_and_its_backward(pair, dtype, shape):
+    """relu(X W1 + b1) through the training loop's buffers, then the backward pass that reads it
+    (on cupy: the RELU_AUX_BIAS product, then DRELU_BGRAD reading its mask)."""
+    fast, generic = pair
+    N, D, H = shape
+    rng = np.random.default_rng(3)
+    X = rng.random((N, D)).astype(dtype)
+    W1, b1 = rng.normal(0, 0.1, (D, H)).astype(dtype), rng.normal(0, 0.1, H).astype(dtype)
+    d2, W2 = (rng.normal(0, 1, (N, 10)) / N).astype(dtype), rng.normal(0, 0.1, (H, 10)).astype(dtype)
+    A1 = fast.hidden_layer(fast.asarray(X), fast.asarray(W1), fast.asarray(b1), workspace="train_hidden")
+    want_A1 = generic.hidden_layer(generic.asarray(X), generic.asarray(W1), generic.asarray(b1))
+    close(A1, want_A1, dtype)
+    got = fast.hidden_backward(A1, fast.asarray(d2), fast.asarray(W2))
+    want = generic.hidden_backward(want_A1, generic.asarray(d2), generic.asarray(W2))
+    for name, a, b in zip(("dW2", "db2", "d1", "db1"), got, want):
+        rtol, atol = TOLERANCE[dtype]
+        np.testing.assert_allclose(to_host(a), to_host(b), rtol=rtol, atol=atol * 10, err_msg=name)
+
+
 def test_momentum_update(pair, dtype):
     fast, generic = pair
     rng = np.random.default_rng(3)

@@ -233,3 +233,23 @@ def test_inconsistent_declared_shapes(tmp_path, net):
         fastmlp.MLP.load(path)
     assert "declared shape of b1 is (17,), expected (16,)" in str(error.value)
     assert "dtype 'int8' is not one of float32, float64" in str(error.value)
+
+
+def test_the_file_records_the_precision_and_older_files_still_load(tmp_path, net):
+    import json
+    import zipfile
+
+    from fastmlp.weights import load_weights, save_weights
+
+    net.save(tmp_path / "w.npz")
+    _, metadata = load_weights(tmp_path / "w.npz")
+    assert metadata["precision"] == "float32"
+    save_weights(tmp_path / "old.npz", net.params, extra_metadata={"fastmlp_version": "0.1"})  # no precision
+    _, metadata = load_weights(tmp_path / "old.npz")
+    assert "precision" not in metadata
+    assert fastmlp.MLP.load(tmp_path / "old.npz").precision == "float32"
+    save_weights(tmp_path / "bad.npz", net.params, extra_metadata={"precision": "fp8"})
+    with zipfile.ZipFile(tmp_path / "bad.npz") as archive:
+        assert json.loads(archive.read("metadata.json"))["precision"] == "fp8"
+    with pytest.raises(fastmlp.FastMLPError, match=r"precision 'fp8' is not one of float32, tf32, bf16"):
+        load_weights(tmp_path / "bad.npz")

@@ -24,7 +24,7 @@ from ..errors import BackendError, InvalidInputError
 
 __all__ = [
     "Backend", "BACKEND_NAMES", "ENV_VAR", "DEFAULT", "BASELINE", "resolve_name", "get_backend", "backend_status",
-    "describe_choice", "prepare_threads",
+    "describe_choice", "prepare_threads", "backends_offering", "configure",
 ]
 
 #: name -> (module, class); the order is the order of ``fastmlp info``
@@ -98,6 +98,31 @@ def get_backend(name=None):
     if isinstance(name, Backend):
         return name
     return _load_class(resolve_name(name))()
+
+
+def backends_offering(*, precision=None, cuda_graphs=False):
+    """Names of the registered backends that offer ``precision`` (and CUDA-graph replay when
+    ``cuda_graphs``), whether or not they can run here; for error messages."""
+    names = []
+    for name in BACKEND_NAMES:
+        cls = _load_class(name)
+        if (precision is None or precision in cls.precisions) and (not cuda_graphs or cls.replays_cuda_graphs):
+            names.append(name)
+    return tuple(names)
+
+
+def configure(backend, *, dtype, precision, cuda_graphs):
+    """Check ``precision`` and ``cuda_graphs`` against ``backend`` and ``dtype``, then set them on it.
+
+    Raises InvalidInputError naming what would work."""
+    from ..validation import check_cuda_graphs, check_precision
+
+    precision = check_precision(precision, dtype, backend_name=backend.name, offered=backend.precisions,
+                                offered_by=backends_offering(precision=precision))
+    cuda_graphs = check_cuda_graphs(cuda_graphs, backend_name=backend.name, replays=backend.replays_cuda_graphs,
+                                    offered_by=backends_offering(cuda_graphs=True))
+    backend.configure(precision=precision, cuda_graphs=cuda_graphs)
+    return precision, cuda_graphs
 
 
 def backend_status(name):

@@ -43,6 +43,8 @@ ELEMENTWISE = {
     "bias_relu": ("T b", "T s", "T v = s + b; s = (v < (T)0) ? (T)0 : v;"),
     # g <- g ⊙ [a > 0]
     "relu_backward": ("T a", "T g", "g = (a > (T)0) ? g : (T)0;"),
+    # s <- s + b, b broadcast along rows (the output layer's bias after its product)
+    "add_bias": ("T b", "T s", "s = s + b;"),
     # v <- mu·v + lr·g; p <- p - v
     "momentum": ("T g, T lr, T mu", "T p, T v", "v = mu * v + lr * g; p -= v;"),
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import time
 
 import numpy as np
 
@@ -32,10 +33,29 @@ class Backend:
     name = "generic"
     #: the package this backend imports beyond NumPy (None: nothing beyond NumPy)
     package = None
+    #: the precisions of the matrix products this backend honours (see fastmlp.validation.PRECISIONS)
+    precisions = ("float32",)
+    #: whether :meth:`compile_step` can capture a step once and replay it as a CUDA graph
+    replays_cuda_graphs = False
+    #: how :meth:`time_device_work` measures
+    timer = "wall clock, device synchronised"
 
     def __init__(self, xp):
         self.xp = xp
         self._buffers = {}
+        self.precision = self.precisions[0]
+        self.cuda_graphs = None
+
+    def configure(self, *, precision=None, cuda_graphs=None):
+        """The model's settings, already checked against :attr:`precisions` and
+        :attr:`replays_cuda_graphs`: the products' precision, and whether compiled steps may
+        be replayed as CUDA graphs (None: where the backend can; False: never)."""
+        self.precision = precision or self.precisions[0]
+        self.cuda_graphs = cuda_graphs
+
+    def hold_constant(self, *arrays):
+        """Promise that ``arrays`` (the data of a ``fit``) are not written until :meth:`release`;
+        a backend may then keep derived copies of them (e.g. BF16 copies). Here: nothing."""
 
     @classmethod
     def _import_package(cls, package, install):
@@ -124,6 +144,15 @@ class Backend:
         self.release()
         return exc if isinstance(exc, FastMLPError) else HostMemoryError.from_exception(exc, "training")
 
+    def time_device_work(self, work):
+        """Seconds that ``work()`` keeps this backend busy (here: the wall clock between two
+        synchronisations)."""
+        self.synchronize()
+        start = time.perf_counter()
+        work()
+        self.synchronize()
+        return time.perf_counter() - start
+
     def compile_step(self, step):
         """The seam for replayable epochs: ``step`` (a function of device arrays, and dicts of
         them, that returns device arrays and never synchronises with the host) made into
@@ -142,6 +171,11 @@ class Backend:
     def bias_relu(self, S, b):
         """relu(S + b), in place on S.  (N, H), (H,) -> (N, H)"""
         return ops.relu(S + b)
+
+    def hidden_layer(self, X, W1, b1, *, workspace=None):
+        """A1 = relu(X W1 + b1): the product, then :meth:`bias_relu` on it (a backend may fuse
+        both into one product).  (N, D), (D, H), (H,) -> (N, H)"""
+        return self.bias_relu(self.matmul(X, W1, workspace=workspace), b1)
 
     def affine(self, A, W, b):
         """A @ W + b for the small output layer.  (N, H), (H, K), (K,) -> (N, K)"""
