@@ -83,12 +83,14 @@ class TrainingState:
         self.velocities = velocities  # {name: backend array}
         self._steps = {}
 
-    def compiled(self, step, **static):
+    def compiled(self, step, *, donate=(), **static):
         """``step`` with the backend and ``static`` bound, through the backend's ``compile_step``
-        seam (one compilation per step and settings, kept for the life of this state)."""
-        key = (step, tuple(sorted(static.items())))
+        seam (one compilation per step and settings, kept for the life of this state).
+        ``donate``: the arguments the step replaces (see :data:`UPDATED`)."""
+        key = (step, tuple(donate), tuple(sorted(static.items())))
         if key not in self._steps:
-            self._steps[key] = self.backend.compile_step(functools.partial(step, self.backend, **static))
+            self._steps[key] = self.backend.compile_step(
+                functools.partial(step, self.backend, **static), donate=tuple(donate))
         return self._steps[key]
 
     def snapshot(self, into=None):
@@ -108,6 +110,11 @@ class TrainingState:
 
 
 # ------------------------------------------------------------------ steps
+#: what an update step replaces: the loop passes the parameters and velocities in and keeps only
+#: the step's new ones, so a backend may reuse their memory (JAX donates the buffers)
+UPDATED = ("params", "velocities")
+
+
 def gradient_step(backend, params, velocities, X, labels, lr, momentum, *, workspace):
     """Forward, backward and the momentum update of all four parameters on (X, labels).
 
@@ -162,7 +169,7 @@ def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, m
     validation set, its loss and accuracy *after* the update, in one device-to-host copy.
     """
     before = state.snapshot(into=snapshot_into)
-    step = state.compiled(epoch_step)
+    step = state.compiled(epoch_step, donate=UPDATED)
     state.params, state.velocities, metrics = step(
         state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum)
     return before, _to_host(state.backend, metrics)
@@ -304,7 +311,7 @@ def _mini_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, mo
     N = X.shape[0]
     accepted = state.snapshot()
     record.train_metrics(0, _metrics(state, X, labels), restore_to=accepted)
-    step = state.compiled(gradient_step, workspace="batch_hidden")
+    step = state.compiled(gradient_step, donate=UPDATED, workspace="batch_hidden")
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         accepted = state.snapshot(into=accepted)

@@ -73,8 +73,11 @@ class Backend:
         """Backend array -> a new host NumPy array (always a copy)."""
         return np.array(array, copy=True)
 
-    def synchronize(self):
-        """Wait until all queued work has finished (a no-op on the CPU)."""
+    def synchronize(self, *pending):
+        """Wait until all queued work has finished (a no-op on the CPU).
+
+        ``pending``: arrays (or dicts of them) the caller waits for; a library without a global
+        queue (JAX) waits for these."""
 
     def copy(self, array, into=None):
         """A copy of ``array``; a backend that works in place may write it into ``into``."""
@@ -111,12 +114,15 @@ class Backend:
         """The error to raise when the backend's device ran out of memory during ``exc``."""
         return exc
 
-    def compile_step(self, step):
+    def compile_step(self, step, *, donate=()):
         """The seam for replayable epochs: ``step`` (a function of device arrays, and dicts of
         them, that returns device arrays and never synchronises with the host) made into
         something this backend can run fast again and again. Here: ``step`` itself, a plain
         call. A backend may trace it (``jax.jit``) or capture it once and replay it (a CUDA
-        graph); the result must be a callable with the same signature and results."""
+        graph); the result must be a callable with the same signature and results.
+
+        ``donate`` names the arguments the step replaces (the caller passes them in and uses
+        only the step's results afterwards): a backend may reuse their memory for the results."""
         return step
 
     # --------------------------------------------------------- fused steps

@@ -83,7 +83,7 @@ class CupyBackend(InPlaceBackend):
     def to_numpy(self, array):
         return self._cupy.asnumpy(array)
 
-    def synchronize(self):
+    def synchronize(self, *pending):
         self._cupy.cuda.get_current_stream().synchronize()
 
     def release(self):
