@@ -51,7 +51,7 @@ def _list(text):
 
 
 def build_parser():
-    from .backends import BACKEND_NAMES, DEFAULT, ENV_VAR  # imports no NumPy
+    from .backends import BACKEND_NAMES, DEFAULT, DEVICES, ENV_VAR  # imports no NumPy
 
     parser = _Parser(prog="fastmlp", description="Train and benchmark the two-layer notMNIST network.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -65,7 +65,8 @@ def build_parser():
     train.add_argument("--lr", type=_float, default=0.1, help="learning rate (default 0.1)")
     train.add_argument("--momentum", type=_float, default=0.9, help="momentum in [0, 1) (default 0.9)")
     train.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: full batch)")
-    train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto (default: ${ENV_VAR}, then {DEFAULT})")
+    train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto; a device after a colon for "
+                       f"{', '.join(DEVICES)} (e.g. torch:cuda, jax:cpu) (default: ${ENV_VAR}, then {DEFAULT})")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     train.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
     train.add_argument("--out", help="output folder (default runs/<timestamp>)")
@@ -84,6 +85,8 @@ def build_parser():
     bench.add_argument("--json", help="write every raw timing and the machine's facts here")
     bench.add_argument("--plot", help="write a bar chart of seconds per epoch here (PNG)")
     bench.add_argument("--sweep", action="store_true", help="also time epochs as N and H grow")
+    bench.add_argument("--peers", action="store_true",
+                       help="also time other libraries' own loops (bench/peers/ in a checkout) in the same rounds")
     bench.add_argument("--sweep-plot", default="bench-sweep.png", help="log-log PNG of the sweep (default bench-sweep.png)")
     bench.add_argument("--debug", **debug)
 
@@ -155,7 +158,7 @@ def _bench(args):
 
         names = [resolve_name(name) for name in names]
     result = benchmark.compare(names, dtypes=dtypes, hiddens=args.hidden, n=args.n, n_valid=args.valid,
-                               epochs=args.epochs, warmup=args.warmup)
+                               epochs=args.epochs, warmup=args.warmup, peers=args.peers)
     if args.sweep:
         result["sweep"] = benchmark.sweep(names, dtype=dtypes[0])
         plotting.plot_sweep(result["sweep"], args.sweep_plot)
@@ -171,16 +174,16 @@ def _bench(args):
 
 def _info(args):
     from . import __version__, _sysinfo
-    from .backends import BACKEND_NAMES, backend_status, describe_choice, get_backend
+    from .backends import BACKEND_CHOICES, backend_status, describe_choice, get_backend
 
     facts = {"fastmlp": __version__, **_sysinfo.machine_info(), **_sysinfo.blas_info()}
     for key, value in facts.items():
         print(f"{key}: {value}")
     print(f"chosen by default: {describe_choice()}")
     print("backends:")
-    for name in BACKEND_NAMES:
+    for name in BACKEND_CHOICES:
         status = backend_status(name)
-        line = f"  {name:<6} installed: {'yes' if status['installed'] else 'no':<3} usable: {'yes' if status['usable'] else 'no'}"
+        line = f"  {name:<10} installed: {'yes' if status['installed'] else 'no':<3} usable: {'yes' if status['usable'] else 'no'}"
         if status["usable"]:
             described = get_backend(name).describe()
             details = {k: v for k, v in described.items() if k not in facts and k not in ("backend", "device")}
