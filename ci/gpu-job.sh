@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU job: the whole suite on the cupy backend with the GPU required (a missing GPU fails the
-# run instead of skipping), then the epoch benchmark with cupy beside the CPU backends.
+# run instead of skipping), then on torch:cuda and jax:gpu where the image has PyTorch or JAX with
+# CUDA, then the epoch benchmark with the GPU backends beside numpy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,6 +13,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 export FASTMLP_BACKEND=cupy FASTMLP_REQUIRE_GPU=1
 "$VENV/bin/python" -m pytest -rs ${PYTEST_ARGS:-}
+BENCH=numpy,cupy
+for choice in torch:cuda jax:gpu; do
+  if FASTMLP_BACKEND= "$VENV/bin/python" -c "import fastmlp; fastmlp.get_backend('$choice')" 2>/dev/null; then
+    echo "== the suite on $choice"
+    FASTMLP_BACKEND=$choice "$VENV/bin/python" -m pytest -rs ${PYTEST_ARGS:-}
+    BENCH=$BENCH,$choice
+  else
+    echo "== $choice not usable in this image (PyTorch / JAX with CUDA missing): not run"
+  fi
+done
 unset FASTMLP_BACKEND
-"$VENV/bin/fastmlp" bench --backends numpy,cupy --dtype float32 --hidden 1000 --epochs ${BENCH_EPOCHS:-10} \
+"$VENV/bin/fastmlp" bench --backends $BENCH --dtype float32 --hidden 1000 --epochs ${BENCH_EPOCHS:-10} \
   --json "${BENCH_JSON:-bench-gpu.json}"
