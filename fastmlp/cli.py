@@ -187,6 +187,7 @@ def _info(args):
         if status["usable"]:
             described = get_backend(name).describe()
             details = {k: v for k, v in described.items() if k not in facts and k not in ("backend", "device")}
+            line += f"  on {described['device']}"
             if details:
                 line += "  (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")"
         else:

@@ -18,7 +18,8 @@ class MLP:
 
     Parameters are Xavier-initialised on the host with ``numpy.random.default_rng(seed)``, so every
     backend starts from identical weights. ``backend`` is a name (``numpy``, ``numba``, ``cupy``,
-    ``auto``) or None for ``FASTMLP_BACKEND`` / the default.
+    ``torch``, ``jax``, with a device for the last two such as ``torch:cuda``; or ``auto``) or None
+    for ``FASTMLP_BACKEND`` / the default.
     """
 
     def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0):
