@@ -40,8 +40,8 @@ _REGISTRY = {
     "jax": ("fastmlp.backends.jax_", "JaxBackend"),
 }
 BACKEND_NAMES = tuple(_REGISTRY)
-#: the devices a backend accepts after a colon, ``name:device``; the first is the plain name's device
-#: for torch; jax without a device runs where JAX puts arrays by default
+#: the devices a backend accepts after a colon (``torch:cuda``); ``torch`` alone is ``torch:cpu``,
+#: ``jax`` alone runs on JAX's default device (its GPU where it has one)
 DEVICES = {"torch": ("cpu", "cuda", "mps"), "jax": ("cpu", "gpu")}
 #: every name ``--backend`` accepts besides ``auto``, in the order of ``fastmlp info``
 BACKEND_CHOICES = tuple(
