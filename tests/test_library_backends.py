@@ -142,11 +142,13 @@ def test_jax_float64_turns_on_jax_float64_switch_and_float32_leaves_it_off():
         print(jax.config.jax_enable_x64, double._params["W1"].dtype, double.params["W1"].dtype)
         X = np.random.default_rng(0).random((50, 784))
         history = double.fit(X, np.arange(50) % 10, epochs=2)
-        print(double._params["W1"].dtype, single._params["W1"].dtype, type(history.train_loss[-1]).__name__)
+        single.fit(X, np.arange(50) % 10, epochs=2)  # the switch now on: Python floats must not promote
+        print(double._params["W1"].dtype, single._params["W1"].dtype, single._velocities["W1"].dtype,
+              type(history.train_loss[-1]).__name__)
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == [
-        "False float32 False", "True float64 float64", "float64 float32 float"]
+        "False float32 False", "True float64 float64", "float64 float32 float32 float"]
 
 
 # -------------------------------------------------------- device contract
@@ -268,8 +270,11 @@ def test_the_snapshot_survives_donation(library_backend, notmnist):
     state = train.TrainingState(backend, dict(net._params),
                                 {k: backend.full(v.shape, 1e-5, v.dtype) for k, v in net._params.items()})
     X_dev, y_dev = backend.asarray(X[:200]), backend.asarray(y[:200])
+    old_W1 = state.params["W1"]
     snapshot, _ = train.full_batch_epoch(state, X_dev, y_dev, lr=0.1, momentum=0.9)
     assert not np.array_equal(backend.to_numpy(state.params["W1"]), before["W1"])
+    if split_name(library_backend)[0] == "jax":
+        assert old_W1.is_deleted()  # donated: its buffer now holds the new parameters
     state.restore(snapshot)
     for name, value in before.items():
         np.testing.assert_array_equal(backend.to_numpy(state.params[name]), value, err_msg=name)
