@@ -1,7 +1,10 @@
 # Each target sets itself up: a virtual environment in .venv with fastmlp and its extras.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= numba,test,bench,sklearn,dask
+EXTRAS ?= numba,torch,jax,test,bench,sklearn,dask
+# installed before the extras: the CPU-only PyTorch build (an unpinned torch on Linux is the CUDA
+# build, several GB); elsewhere e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 # FASTMLP_DATA if set, else the notMNIST sample beside this checkout when there is one, else (unset) the copy shipped in the package
 SAMPLE := $(abspath ../shared/data/notmnist)
@@ -12,6 +15,7 @@ export FASTMLP_DATA ?= $(if $(wildcard $(SAMPLE)),$(SAMPLE),)
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(findstring torch,$(EXTRAS)),$(BIN)/python -m pip install --quiet $(TORCH))
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
@@ -23,9 +27,9 @@ train: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
 
-## compare backends side by side (fastmlp bench)
+## compare backends side by side, with PyTorch's and JAX's own loops (fastmlp bench --peers)
 bench: $(BIN)/.installed
-	$(BIN)/fastmlp bench --backends all --json bench-results.json --plot bench-results.png $(ARGS)
+	$(BIN)/fastmlp bench --backends all --peers --json bench-results.json --plot bench-results.png $(ARGS)
 
 ## the pytest-benchmark suite
 bench-pytest: $(BIN)/.installed

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CPU job: the whole test suite (numpy and numba backends), then the cupy backend's
+# The CPU job: the whole test suite (numpy, numba, torch and jax backends), then the cupy backend's
 # selection checks with CuPy installed on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."

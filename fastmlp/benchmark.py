@@ -9,30 +9,36 @@ epoch / products. Backends are interleaved round by round
 (A B C A B C ...) after warm-up epochs, so machine noise falls on all of them alike.
 
 Each backend times its own work (``Backend.time_device_work``): the CPU backends by the wall
-clock between two synchronisations, the GPU backend by CUDA events around the work on the device,
+clock between two synchronisations, a CUDA backend by CUDA events around the work on the device,
 so that the host thread's wait for a core (BLAS threads of a CPU round still spinning) is not
 charged to the GPU. Each precision (float32, tf32, bf16) is its own configuration, and its floor
 is the three products in that precision; a backend that does not offer a precision is skipped
-for it, with the reason.
+for it, with the reason. With ``peers``, the other libraries' own loops of the same epoch
+(``bench/peers/``, outside the package) are timed in the same rounds.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
 from . import model, train
-from .backends import BACKEND_NAMES, BASELINE, backend_status, configure, get_backend
+from .backends import ALL_CHOICES, BASELINE, backend_status, configure, get_backend
 from .errors import BackendError, InvalidInputError
 from .files import write_text
 from .optim import INITIAL_VELOCITY
 
-__all__ = ["EpochRunner", "epoch_flops", "compare", "sweep", "format_table", "write_json"]
+__all__ = ["EpochRunner", "epoch_flops", "compare", "load_peers", "sweep", "format_table", "write_json", "PEERS"]
 
 N_IN, N_OUT = 784, 10
+#: the other libraries' own loops, beside the package in a checkout of the repository
+PEERS = Path(__file__).resolve().parent.parent / "bench" / "peers"
 
 
 def epoch_flops(n, n_valid, hidden, n_in=N_IN, n_out=N_OUT):
@@ -69,30 +75,37 @@ class EpochRunner:
             self._spare, _ = train.full_batch_epoch(
                 self.state, self.X, self.labels, self.X_valid, self.labels_valid,
                 lr=1e-3, momentum=0.9, snapshot_into=self._spare)
+            return self.state.params, self.state.velocities
 
         return self.backend.time_device_work(work)
+
+    def describe(self):
+        return {**self.backend.describe(), "timer": self.backend.timer}
+
+    def release(self):
+        self.backend.release()
 
     def products(self):
         """Seconds of the epoch's three large products alone, into the epoch's own buffers."""
         backend, W1 = self.backend, self.state.params["W1"]
 
         def work():
-            backend.matmul(self.X, W1, workspace="train_hidden")        # N×H
-            backend.matmul(self.X.T, self._d1, workspace="dW1")         # D×H
-            backend.matmul(self.X_valid, W1, workspace="valid_hidden")  # Nv×H
+            return (backend.matmul(self.X, W1, workspace="train_hidden"),        # N×H
+                    backend.matmul(self.X.T, self._d1, workspace="dW1"),         # D×H
+                    backend.matmul(self.X_valid, W1, workspace="valid_hidden"))  # Nv×H
 
         return backend.time_device_work(work)
 
 
 def _choose_backends(names):
-    """[(name, status)] for the requested names ('all' = every registered backend)."""
+    """[(name, status)] for the requested names ('all' = every registered backend and device)."""
     if names in (None, "all", ["all"]):
-        names = list(BACKEND_NAMES)
+        names = list(ALL_CHOICES)
     return [(name, backend_status(name)) for name in names]
 
 
 def _usable(backends, result, log):
-    """The usable backends among those asked for; the others go to ``result['skipped']``."""
+    """The requested backends that can run here; the others go to ``result['skipped']``."""
     usable = []
     for name, status in _choose_backends(backends):
         if status["usable"]:
@@ -100,58 +113,54 @@ def _usable(backends, result, log):
         else:
             result["skipped"][name] = status["reason"]
             log(f"skipping {name}: {status['reason']}")
-    if not usable:
-        raise BackendError("none of the requested backends can run here: " +
-                           "; ".join(f"{name}: {reason}" for name, reason in result["skipped"].items()))
     return usable
 
 
-def _warm_runner(name, config, warmup):
-    """An EpochRunner for ``config`` after its warm-up epochs, and its entry in the results."""
-    start = time.perf_counter()
-    runner = EpochRunner(name, n=config["n"], n_valid=config["n_valid"], hidden=config["hidden"],
-                         dtype=config["dtype"], precision=config["precision"])
-    first = runner.epoch()
-    cold = time.perf_counter() - start
-    for _ in range(max(0, warmup - 1)):
-        runner.epoch()
-        runner.products()
-    entry = {"cold_start_s": cold, "first_epoch_s": first, "epoch_s": [], "floor_s": [],
-             "timer": runner.backend.timer, "facts": runner.backend.describe()}
-    return runner, entry
-
-
-def _time_config(usable, config, *, epochs, warmup):
-    """Time every backend on one configuration, interleaved round by round."""
-    runners = {}
-    for name in usable:
+def load_peers(log=print, folder=PEERS):
+    """The reference loops of other libraries in ``bench/peers/*_loop.py`` (not part of the
+    package: found beside it in a checkout of the repository), as {title: module}; a loop whose
+    library is missing, or a missing folder, is reported through ``log`` and left out."""
+    if not folder.is_dir():
+        log(f"peers not available: {folder} does not exist (the reference loops live in the repository's "
+            "bench/peers/, not in an installed wheel; run from a checkout)")
+        return {}
+    peers = {}
+    for path in sorted(folder.glob("*_loop.py")):
+        spec = importlib.util.spec_from_file_location(f"fastmlp_peer_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
         try:
-            runners[name], config["backends"][name] = _warm_runner(name, config, warmup)
-        except InvalidInputError as exc:  # this precision is not offered by this backend
-            config["skipped"][name] = str(exc)
-    for _ in range(epochs):  # A B C A B C ...
-        for name, runner in runners.items():
-            config["backends"][name]["epoch_s"].append(runner.epoch())
-            config["backends"][name]["floor_s"].append(runner.products())
-    for runner in runners.values():
-        runner.backend.release()
-    _summarise(config)
+            spec.loader.exec_module(module)
+        except ImportError as exc:
+            log(f"skipping peer {path.name}: {exc}")
+            continue
+        peers[module.TITLE] = module
+    return peers
 
 
 def compare(backends="all", *, dtypes=("float32",), precisions=("float32",), hiddens=(1000,), n=6000,
-            n_valid=2000, epochs=10, warmup=2, log=print):
+            n_valid=2000, epochs=10, warmup=2, peers=False, log=print):
     """Time every usable backend on every (dtype, precision, hidden), interleaved; returns a
-    JSON-able dict."""
+    JSON-able dict. ``peers``: also time the other libraries' own loops of ``bench/peers/`` in
+    the same rounds (float32 products only)."""
     from . import _sysinfo
 
     result = {"machine": _sysinfo.machine_info(), "blas": _sysinfo.blas_info(),
               "date": time.strftime("%Y-%m-%d"), "epochs": epochs, "warmup": warmup,
               "skipped": {}, "configs": []}
     usable = _usable(backends, result, log)
+    if not usable:
+        raise BackendError("none of the requested backends can run here: " +
+                           "; ".join(f"{name}: {reason}" for name, reason in result["skipped"].items()))
+    peer_modules = load_peers(log) if peers else {}
     for dtype, precision, hidden in _configurations(dtypes, precisions, hiddens, log):
         config = {"dtype": dtype, "precision": precision, "n": n, "n_valid": n_valid, "hidden": hidden,
                   "flops_per_epoch": epoch_flops(n, n_valid, hidden), "backends": {}, "skipped": {}}
-        _time_config(usable, config, epochs=epochs, warmup=warmup)
+        factories = {name: functools.partial(EpochRunner, name, precision=precision) for name in usable}
+        if precision == "float32":  # the libraries' own loops compute in the dtype's precision
+            factories.update({title: module.Runner for title, module in peer_modules.items()})
+        runners = _warm_up(config, factories, warmup, n=n, n_valid=n_valid, hidden=hidden, dtype=dtype)
+        _time_rounds(config, runners, epochs)
+        _compare_with_peers(config, peer_modules)
         result["configs"].append(config)
         log(format_table(config))
     return result
@@ -166,6 +175,48 @@ def _configurations(dtypes, precisions, hiddens, log):
                 continue
             for hidden in hiddens:
                 yield dtype, precision, hidden
+
+
+def _time_rounds(config, runners, epochs):
+    """``epochs`` rounds, every runner once per round (A B C A B C ...), then the summary."""
+    for _ in range(epochs):
+        for name, runner in runners.items():
+            config["backends"][name]["epoch_s"].append(runner.epoch())
+            config["backends"][name]["floor_s"].append(runner.products())
+    for runner in runners.values():
+        getattr(runner, "release", lambda: None)()
+    _summarise(config)
+
+
+def _warm_up(config, factories, warmup, **shape):
+    """Each runner made, its first epoch timed (cold start) and warmed up; {name: runner}. A
+    backend that does not offer the configuration's precision is skipped, with the reason."""
+    runners = {}
+    for name, factory in factories.items():
+        start = time.perf_counter()
+        try:
+            runner = factory(**shape)
+        except InvalidInputError as exc:  # this precision is not offered by this backend
+            config["skipped"][name] = str(exc)
+            continue
+        first = runner.epoch()
+        cold = time.perf_counter() - start
+        for _ in range(max(0, warmup - 1)):
+            runner.epoch()
+            runner.products()
+        runners[name] = runner
+        config["backends"][name] = {
+            "cold_start_s": cold, "first_epoch_s": first, "epoch_s": [], "floor_s": [],
+            "facts": runner.describe(), "peer": not isinstance(runner, EpochRunner)}
+    return runners
+
+
+def _compare_with_peers(config, peer_modules):
+    """fastmlp's median epoch on a library's backend over that library's own loop's."""
+    entries = config["backends"]
+    config["vs_own_loop"] = {
+        module.BACKEND: entries[module.BACKEND]["median_s"] / entries[title]["median_s"]
+        for title, module in peer_modules.items() if module.BACKEND in entries}
 
 
 def _summarise(config):
@@ -188,20 +239,23 @@ def _summarise(config):
 
 
 def format_table(config):
-    """A text table of one configuration: one row per backend."""
+    """A text table of one configuration: one row per backend (and per peer loop)."""
     precision = config.get("precision", "float32")
     head = (f"{config['dtype']}" + (f" (products in {precision})" if precision != "float32" else "") +
             f", N={config['n']}, H={config['hidden']}, valid {config['n_valid']} "
             f"({config['flops_per_epoch'] / 1e9:.1f} GFLOP of products per epoch)")
-    rows = [f"{'backend':<8} {'median s':>9} {'min-max s':>15} {'samples/s':>10} {'vs ' + config['baseline']:>9} "
-            f"{'floor s':>8} {'epoch/floor':>11} {'cold s':>7}"]
+    width = max(8, *(len(name) for name in config["backends"]))
+    rows = [f"{'backend':<{width}} {'median s':>9} {'min-max s':>15} {'samples/s':>10} "
+            f"{'vs ' + config['baseline']:>9} {'floor s':>8} {'epoch/floor':>11} {'cold s':>7}"]
     for name, e in config["backends"].items():
         speedup = f"{e['speedup_vs_baseline']:.2f}x" if e["speedup_vs_baseline"] else "-"
         rows.append(
-            f"{name:<8} {e['median_s']:>9.4f} {e['min_s']:>7.4f}-{e['max_s']:<7.4f} {e['samples_per_s']:>10.0f} "
+            f"{name:<{width}} {e['median_s']:>9.4f} {e['min_s']:>7.4f}-{e['max_s']:<7.4f} {e['samples_per_s']:>10.0f} "
             f"{speedup:>9} {e['floor_median_s']:>8.4f} {e['floor_ratio']:>10.3f}x {e['cold_start_s']:>7.2f}")
-    timers = sorted({f"{name}: {e['timer']}" for name, e in config["backends"].items() if "timer" in e})
-    rows += [f"timed by {'; '.join(timers)}"] * bool(timers)
+    for name, ratio in config.get("vs_own_loop", {}).items():
+        rows.append(f"fastmlp on {name} / {name}'s own loop: {ratio:.3f}x (median epochs)")
+    timers = sorted({e["facts"].get("timer") for e in config["backends"].values()} - {None})
+    rows += [f"timed by: {'; '.join(timers)}"] * bool(timers)
     rows += [f"skipped {name}: {reason}" for name, reason in config.get("skipped", {}).items()]
     return "\n".join([head, *rows])
 

@@ -101,7 +101,7 @@ def build_parser():
 
 def _add_train_parser(commands, debug):
     """``fastmlp train [...]``."""
-    from .backends import BACKEND_NAMES, DEFAULT, ENV_VAR  # imports no NumPy
+    from .backends import BACKEND_NAMES, DEFAULT, DEVICES, ENV_VAR  # imports no NumPy
 
     train = commands.add_parser("train", help="train on notMNIST; write curves, history, weights and the test evaluation")
     train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the sample shipped with fastmlp)")
@@ -111,7 +111,9 @@ def _add_train_parser(commands, debug):
     train.add_argument("--lr", type=_float, default=0.1, help="learning rate (default 0.1)")
     train.add_argument("--momentum", type=_float, default=0.9, help="momentum in [0, 1) (default 0.9)")
     train.add_argument("--batch-size", type=_int, default=None, help="mini-batch size (default: full batch)")
-    train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto (default: ${ENV_VAR}, then {DEFAULT})")
+    with_devices = ", ".join(f"{name}:{device}" for name, devices in DEVICES.items() for device in devices)
+    train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto; with a device: {with_devices} "
+                       f"(default: ${ENV_VAR}, then {DEFAULT})")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     train.add_argument("--precision", default="float32",
                        help="products in float32 (default: the dtype's own precision), tf32 or bf16 (GPU backends)")
@@ -138,6 +140,8 @@ def _add_bench_parser(commands, debug):
     bench.add_argument("--json", help="write every raw timing and the machine's facts here")
     bench.add_argument("--plot", help="write a bar chart of seconds per epoch here (PNG)")
     bench.add_argument("--sweep", action="store_true", help="also time epochs as N and H grow")
+    bench.add_argument("--peers", action="store_true",
+                       help="also time other libraries' own loops (bench/peers/ in a checkout) in the same rounds")
     bench.add_argument("--sweep-plot", default="bench-sweep.png", help="log-log PNG of the sweep (default bench-sweep.png)")
     bench.add_argument("--debug", **debug)
 
@@ -315,8 +319,8 @@ def _predict(args):
     return 0
 
 
-def _bench(args):
-    from . import benchmark, plotting
+def _bench_settings(args):
+    """The benchmark's settings, checked before anything is timed: (backend names, dtypes)."""
     from .files import check_file_destination
     from .validation import check_dtype, check_precision_name
 
@@ -326,13 +330,19 @@ def _bench(args):
     dtypes = [check_dtype(d) for d in args.dtype]
     for precision in args.precision:
         check_precision_name(precision)
-    names = args.backends
-    if names != ["all"]:
-        from .backends import resolve_name
+    if args.backends == ["all"]:
+        return args.backends, dtypes
+    from .backends import resolve_name
 
-        names = [resolve_name(name) for name in names]
+    return [resolve_name(name) for name in args.backends], dtypes
+
+
+def _bench(args):
+    from . import benchmark, plotting
+
+    names, dtypes = _bench_settings(args)
     result = benchmark.compare(names, dtypes=dtypes, precisions=args.precision, hiddens=args.hidden, n=args.n,
-                               n_valid=args.valid, epochs=args.epochs, warmup=args.warmup)
+                               n_valid=args.valid, epochs=args.epochs, warmup=args.warmup, peers=args.peers)
     if args.sweep:
         result["sweep"] = benchmark.sweep(names, dtype=dtypes[0])
         plotting.plot_sweep(result["sweep"], args.sweep_plot)
@@ -350,11 +360,12 @@ def _backend_line(name, status, facts):
     """One line of ``fastmlp info``: installed, usable, and the backend's own facts or why not."""
     from .backends import get_backend
 
-    line = f"  {name:<6} installed: {'yes' if status['installed'] else 'no':<3} usable: {'yes' if status['usable'] else 'no'}"
+    line = f"  {name:<10} installed: {'yes' if status['installed'] else 'no':<3} usable: {'yes' if status['usable'] else 'no'}"
     if not status["usable"]:
         return line + f"  why: {status['reason']}"
     described = get_backend(name).describe()
     details = {k: v for k, v in described.items() if k not in facts and k not in ("backend", "device")}
+    line += f"  on {described['device']}"
     return line + ("  (" + ", ".join(f"{k}={v}" for k, v in details.items()) + ")" if details else "")
 
 
@@ -367,14 +378,14 @@ def _print_choice(choice):
 
 def _info(args):
     from . import __version__, _sysinfo
-    from .backends import BACKEND_NAMES, backend_status, describe_choice
+    from .backends import BACKEND_CHOICES, backend_status, describe_choice
 
     facts = {"fastmlp": __version__, **_sysinfo.machine_info(), **_sysinfo.blas_info()}
     for key, value in facts.items():
         print(f"{key}: {value}")
     _print_choice(describe_choice())
     print("backends:")
-    for name in BACKEND_NAMES:
+    for name in BACKEND_CHOICES:
         print(_backend_line(name, backend_status(name), facts))
     return 0
 

@@ -22,7 +22,8 @@ class MLP:
 
     Parameters are Xavier-initialised on the host with ``numpy.random.default_rng(seed)``, so every
     backend starts from identical weights. ``backend`` is a registered backend's name (see
-    ``fastmlp info`` and :mod:`fastmlp.backends`), ``auto``, or None for the environment's choice;
+    ``fastmlp info`` and :mod:`fastmlp.backends`; the array-library backends take a device, e.g.
+    ``<name>:cuda``), ``auto``, or None for the environment's choice;
     ``dtype`` is float32 (also for None) or float64. A model that cannot fit in the host's memory
     raises :class:`~fastmlp.errors.HostMemoryError` before anything is allocated. ``classes`` names
     the outputs (saved with the weights); None means the notMNIST letters A-J when ``n_out`` is 10,

@@ -67,7 +67,8 @@ def one_hot(labels, n_classes, dtype):
 def _label_log_probs(S, labels):
     """log P[n, label[n]] for every row.  (N, K), (N,) -> (N,)"""
     xp = array_namespace(S, labels)
-    picked = xp.take_along_axis(log_softmax(S), xp.astype(labels, xp.int64)[:, None], axis=1)
+    index = labels if xp.isdtype(labels.dtype, "integral") else xp.astype(labels, xp.int64)  # N, integers
+    picked = xp.take_along_axis(log_softmax(S), index[:, None], axis=1)
     return picked[:, 0]
 
 

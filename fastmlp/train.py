@@ -102,12 +102,14 @@ class TrainingState:
         self.velocities = velocities  # {name: backend array}
         self._steps = {}
 
-    def compiled(self, step, **static):
+    def compiled(self, step, *, donate=(), **static):
         """``step`` with the backend and ``static`` bound, through the backend's ``compile_step``
-        seam (one compilation per step and settings, kept for the life of this state)."""
-        key = (step, tuple(sorted(static.items())))
+        seam (one compilation per step and settings, kept for the life of this state).
+        ``donate``: the arguments the step replaces (see :data:`UPDATED`)."""
+        key = (step, tuple(donate), tuple(sorted(static.items())))
         if key not in self._steps:
-            self._steps[key] = self.backend.compile_step(functools.partial(step, self.backend, **static))
+            self._steps[key] = self.backend.compile_step(
+                functools.partial(step, self.backend, **static), donate=tuple(donate))
         return self._steps[key]
 
     def snapshot(self, into=None):
@@ -128,6 +130,11 @@ class TrainingState:
 
 
 # ------------------------------------------------------------------ steps
+#: what an update step replaces: the loop passes the parameters and velocities in and keeps only
+#: the step's new ones, so a backend may reuse their memory (JAX donates the buffers)
+UPDATED = ("params", "velocities")
+
+
 def gradient_step(backend, params, velocities, X, labels, lr, momentum, *, workspace):
     """Forward, backward and the momentum update of all four parameters on (X, labels).
 
@@ -200,7 +207,7 @@ def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, m
     snapshots, so a backend that replays the step sees the same buffers every other epoch).
     """
     into = snapshot_into if snapshot_into is not None else state.empty_snapshot()
-    step = state.compiled(snapshot_epoch_step)
+    step = state.compiled(snapshot_epoch_step, donate=UPDATED)
     before, state.params, state.velocities, metrics = step(
         into, state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum)
     return before, _to_host(state.backend, metrics)
@@ -343,7 +350,7 @@ def _mini_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, mo
     N = X.shape[0]
     accepted = state.snapshot()
     record.train_metrics(0, _metrics(state, X, labels), restore_to=accepted)
-    step = state.compiled(gradient_step, workspace="batch_hidden")
+    step = state.compiled(gradient_step, donate=UPDATED, workspace="batch_hidden")
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         accepted = state.snapshot(into=accepted)

@@ -12,13 +12,13 @@ import struct
 import numpy as np
 import pytest
 
-from fastmlp.backends import BACKEND_NAMES, backend_status
+from fastmlp.backends import BACKEND_NAMES, GPU_CHOICES, backend_status, split_name
 
 REQUIRE_GPU = os.environ.get("FASTMLP_REQUIRE_GPU") == "1"
 #: FASTMLP_BACKEND restricts the backend-parametrised tests to that backend (the GPU job sets cupy)
 ONLY_BACKEND = (os.environ.get("FASTMLP_BACKEND") or "").strip().lower()
 #: backends that need a GPU: marked ``gpu``, and required under FASTMLP_REQUIRE_GPU=1
-GPU_BACKENDS = ("cupy",)
+GPU_BACKENDS = GPU_CHOICES
 
 #: tolerance of a backend against float64 NumPy, per dtype: (rtol, atol)
 TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}
@@ -37,9 +37,13 @@ def require_usable(name):
 
 
 def backend_params(names=BACKEND_NAMES):
-    """pytest params over backends, each with a readable id and an honest skip reason."""
+    """pytest params over backends, each with a readable id and an honest skip reason.
+
+    FASTMLP_BACKEND=name:device (e.g. torch:cuda) runs that backend's tests on that device."""
     params = []
     for name in names:
+        if ONLY_BACKEND and split_name(ONLY_BACKEND)[0] == name:
+            name = ONLY_BACKEND
         marks = [pytest.mark.gpu] if name in GPU_BACKENDS else []
         if ONLY_BACKEND and ONLY_BACKEND not in ("auto",) and name != ONLY_BACKEND:
             marks.append(pytest.mark.skip(reason=f"FASTMLP_BACKEND={ONLY_BACKEND} restricts the run to that backend"))
@@ -48,7 +52,9 @@ def backend_params(names=BACKEND_NAMES):
 
 
 def to_host(array):
-    """Any backend array -> NumPy (CuPy arrays refuse implicit conversion)."""
+    """Any backend array -> NumPy (CuPy arrays and GPU tensors refuse implicit conversion)."""
+    if hasattr(array, "detach"):  # a PyTorch tensor, on any device
+        return array.detach().cpu().numpy()
     return array.get() if hasattr(array, "get") and not isinstance(array, np.ndarray) else np.asarray(array)
 
 

@@ -35,3 +35,30 @@ def test_sweep_and_its_plot(tmp_path):
     assert all(p["median_s"] > 0 for p in points)
     plotting.plot_sweep(points, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_peers_run_in_the_same_rounds_beside_their_backend():
+    """bench --peers: each library's own loop (bench/peers/) is timed in the same rounds as fastmlp on
+    that library, and the table states fastmlp's epoch over the loop's."""
+    import importlib.util
+
+    libraries = [name for name in ("torch", "jax") if importlib.util.find_spec(name) is not None]
+    if not libraries:
+        pytest.skip("neither PyTorch nor JAX is installed here: no peer loop can run")
+    said = []
+    result = benchmark.compare(libraries, dtypes=("float32",), hiddens=(16,), n=200, n_valid=50, epochs=3,
+                               warmup=1, peers=True, log=said.append)
+    config = result["configs"][0]
+    for name in libraries:
+        peer = config["backends"][f"{name} own loop"]
+        assert peer["peer"] and not config["backends"][name]["peer"]
+        assert len(peer["epoch_s"]) == len(peer["floor_s"]) == 3 and min(peer["epoch_s"]) > 0
+        assert config["vs_own_loop"][name] == pytest.approx(
+            config["backends"][name]["median_s"] / peer["median_s"])
+        assert f"fastmlp on {name} / {name}'s own loop:" in said[-1]
+
+
+def test_peers_missing_from_an_installed_package_are_reported(tmp_path):
+    said = []
+    assert benchmark.load_peers(said.append, folder=tmp_path / "bench" / "peers") == {}
+    assert "peers not available" in said[0] and "not in an installed wheel" in said[0]

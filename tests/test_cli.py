@@ -67,8 +67,9 @@ def test_info_lists_every_backend():
     assert result.returncode == 0, result.stderr
     assert f"fastmlp: {fastmlp.__version__}" in result.stdout
     assert "numpy_version: " in result.stdout and "blas: " in result.stdout and "blas_threads: " in result.stdout
-    for name in ("numpy", "numba", "cupy"):
+    for name in ("numpy", "numba", "cupy", "torch", "torch:cuda", "torch:mps", "jax", "jax:cpu", "jax:gpu"):
         assert any(line.strip().startswith(f"{name} ") and "usable:" in line for line in result.stdout.splitlines())
+    assert "  numpy      installed: yes usable: yes  on CPU" in result.stdout
 
 
 def test_console_script_is_installed():

@@ -167,11 +167,11 @@ class RecordingBackend:
         self.calls = {}
         plain = backend.compile_step
 
-        def compile_step(step):
+        def compile_step(step, *, donate=()):
             from fastmlp.backends._cuda_graphs import signature
 
             calls = self.calls.setdefault(step.func.__name__, [])
-            compiled = plain(step)
+            compiled = plain(step, donate=donate)
             assert compiled is step  # a CPU backend runs the step as a plain call
 
             def recorded(*args):

@@ -6,11 +6,14 @@ Which backend runs is decided here, in this order:
 2. the ``FASTMLP_BACKEND`` environment variable;
 3. the default, ``numpy``.
 
-Values are case-insensitive; an empty value counts as unset. ``auto`` picks the best usable
-backend: ``cupy`` with a GPU, else ``numba`` if installed, else ``numpy``. An unknown name or a
-backend that cannot run raises; there is no silent fallback. Backend modules are imported only
-when chosen, so ``import fastmlp`` never imports Numba or CuPy, and importing this module does not
-import NumPy either (the command line sets thread options before NumPy loads).
+Values are case-insensitive; an empty value counts as unset. A backend of an array library that
+runs on several devices takes one after a colon (``torch:cuda``, ``jax:gpu``); without it, the
+library's usual choice (``torch``: the CPU; ``jax``: the device JAX picks). ``auto`` picks the best
+usable backend: ``cupy`` with a GPU, else ``numba`` if installed, else ``numpy``. An unknown name
+or device, or a backend that cannot run, raises; there is no silent fallback. Backend modules are
+imported only when chosen, so ``import fastmlp`` never imports Numba, CuPy, PyTorch or JAX, and
+importing this module does not import NumPy either (the command line sets thread options before
+NumPy loads).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from ..errors import BackendError, InvalidInputError
 
 __all__ = [
     "Backend", "BACKEND_NAMES", "ENV_VAR", "DEFAULT", "BASELINE", "resolve_name", "get_backend", "backend_status",
-    "describe_choice", "prepare_threads", "backends_offering", "configure",
+    "describe_choice", "prepare_threads", "backends_offering", "configure", "DEVICES", "BACKEND_CHOICES",
+    "KERNEL_BACKENDS", "GPU_CHOICES", "ALL_CHOICES", "split_name",
 ]
 
 #: name -> (module, class); the order is the order of ``fastmlp info``
@@ -32,8 +36,23 @@ _REGISTRY = {
     "numpy": ("fastmlp.backends.numpy_", "NumpyBackend"),
     "numba": ("fastmlp.backends.numba_", "NumbaBackend"),
     "cupy": ("fastmlp.backends.cupy_", "CupyBackend"),
+    "torch": ("fastmlp.backends.torch_", "TorchBackend"),
+    "jax": ("fastmlp.backends.jax_", "JaxBackend"),
 }
 BACKEND_NAMES = tuple(_REGISTRY)
+#: the devices a backend accepts after a colon (``torch:cuda``); ``torch`` alone is ``torch:cpu``,
+#: ``jax`` alone runs on JAX's default device (its GPU where it has one)
+DEVICES = {"torch": ("cpu", "cuda", "mps"), "jax": ("cpu", "gpu")}
+#: every name ``--backend`` accepts besides ``auto``, in the order of ``fastmlp info``
+BACKEND_CHOICES = tuple(
+    choice for name in BACKEND_NAMES for choice in (name, *(f"{name}:{device}" for device in DEVICES.get(name, ()))))
+#: what ``fastmlp bench --backends all`` tries: every backend on its default device, and torch on
+#: its accelerators (jax's default device is already the accelerator where JAX has one)
+ALL_CHOICES = BACKEND_NAMES + ("torch:cuda", "torch:mps")
+#: the choices that need a CUDA GPU (the GPU job requires them)
+GPU_CHOICES = ("cupy", "torch:cuda", "jax:gpu")
+#: backends whose fused steps are kernels of their own (the others run the generic steps)
+KERNEL_BACKENDS = ("numba", "cupy")
 ENV_VAR = "FASTMLP_BACKEND"
 DEFAULT = "numpy"
 #: the backend the benchmark compares the others with
@@ -54,18 +73,25 @@ def __getattr__(name):  # the Backend class loads NumPy: import it on first use 
 
 
 def _normalise(value, source):
+    choices = ", ".join(BACKEND_NAMES + (_AUTO,))
     if not isinstance(value, str):
-        raise InvalidInputError(
-            f"backend must be a string, got {value!r} from {source}; "
-            f"choose one of {', '.join(BACKEND_NAMES + (_AUTO,))}"
-        )
+        raise InvalidInputError(f"backend must be a string, got {value!r} from {source}; choose one of {choices}")
     name = value.strip().lower()
-    if name and name not in _REGISTRY and name != _AUTO:
-        raise InvalidInputError(
-            f"unknown backend {value!r} from {source}; "
-            f"choose one of {', '.join(BACKEND_NAMES + (_AUTO,))}"
-        )
+    base, colon, device = name.partition(":")
+    if name and base not in _REGISTRY and name != _AUTO:
+        raise InvalidInputError(f"unknown backend {value!r} from {source}; choose one of {choices}")
+    if colon and device not in DEVICES.get(base, ()):
+        devices = DEVICES.get(base)
+        fix = (f"choose one of {', '.join(f'{base}:{d}' for d in devices)} or {base}" if devices
+               else f"the {base} backend takes no device; use {base}")
+        raise InvalidInputError(f"unknown device {device!r} in backend {value!r} from {source}; {fix}")
     return name
+
+
+def split_name(name):
+    """``'torch:cuda'`` -> ``('torch', 'cuda')``; ``'numpy'`` -> ``('numpy', None)``."""
+    base, _, device = name.partition(":")
+    return base, device or None
 
 
 def resolve_name(name=None):
@@ -83,8 +109,15 @@ def resolve_name(name=None):
 
 
 def _load_class(name):
-    module_name, class_name = _REGISTRY[name]
+    module_name, class_name = _REGISTRY[split_name(name)[0]]
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def _construct(name):
+    """A backend object for a resolved name, with its device when the name gives one."""
+    cls = _load_class(name)
+    device = split_name(name)[1]
+    return cls(device=device) if device else cls()
 
 
 def get_backend(name=None):
@@ -97,7 +130,7 @@ def get_backend(name=None):
 
     if isinstance(name, Backend):
         return name
-    return _load_class(resolve_name(name))()
+    return _construct(resolve_name(name))
 
 
 def backends_offering(*, precision=None, cuda_graphs=False):
@@ -126,11 +159,11 @@ def configure(backend, *, dtype, precision, cuda_graphs):
 
 
 def backend_status(name):
-    """``{'name', 'installed', 'usable', 'reason'}`` for one backend, without raising."""
+    """``{'name', 'installed', 'usable', 'reason'}`` for one backend (``name:device`` too), without raising."""
     cls = _load_class(name)
     installed = cls.package is None or importlib.util.find_spec(cls.package) is not None
     try:
-        cls()
+        _construct(name)
     except BackendError as exc:
         return {"name": name, "installed": installed, "usable": False, "reason": str(exc)}
     return {"name": name, "installed": installed, "usable": True, "reason": ""}

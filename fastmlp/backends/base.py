@@ -93,8 +93,11 @@ class Backend:
         """Backend array -> a new host NumPy array (always a copy)."""
         return np.array(array, copy=True)
 
-    def synchronize(self):
-        """Wait until all queued work has finished (a no-op on the CPU)."""
+    def synchronize(self, *pending):
+        """Wait until all queued work has finished (a no-op on the CPU).
+
+        ``pending``: arrays (or dicts of them) the caller waits for; a library without a global
+        queue (JAX) waits for these."""
 
     def copy(self, array, into=None):
         """A copy of ``array``; a backend that works in place may write it into ``into``."""
@@ -146,19 +149,23 @@ class Backend:
 
     def time_device_work(self, work):
         """Seconds that ``work()`` keeps this backend busy (here: the wall clock between two
-        synchronisations)."""
+        synchronisations). ``work`` returns the arrays it produced, which a library without a
+        global queue (JAX) waits for."""
         self.synchronize()
         start = time.perf_counter()
-        work()
-        self.synchronize()
+        pending = work()
+        self.synchronize(*(pending or ()))
         return time.perf_counter() - start
 
-    def compile_step(self, step):
+    def compile_step(self, step, *, donate=()):
         """The seam for replayable epochs: ``step`` (a function of device arrays, and dicts of
         them, that returns device arrays and never synchronises with the host) made into
         something this backend can run fast again and again. Here: ``step`` itself, a plain
         call. A backend may trace it (``jax.jit``) or capture it once and replay it (a CUDA
-        graph); the result must be a callable with the same signature and results."""
+        graph); the result must be a callable with the same signature and results.
+
+        ``donate`` names the arguments the step replaces (the caller passes them in and uses
+        only the step's results afterwards): a backend may reuse their memory for the results."""
         return step
 
     # --------------------------------------------------------- fused steps

@@ -123,7 +123,7 @@ class CupyBackend(InPlaceBackend):
         self._cupy.asnumpy(self._cupy.ascontiguousarray(array), out=pinned)
         return pinned.copy()
 
-    def synchronize(self):
+    def synchronize(self, *pending):
         self._cupy.cuda.get_current_stream().synchronize()
 
     def take_rows(self, array, row_indices):
@@ -163,10 +163,11 @@ class CupyBackend(InPlaceBackend):
         stop.synchronize()
         return cupy.cuda.get_elapsed_time(start, stop) / 1e3
 
-    def compile_step(self, step):
+    def compile_step(self, step, *, donate=()):
         """The step as a :class:`~._cuda_graphs.GraphReplayer` (eager once, then captured once and
         replayed), or the step itself when replay is off (``cuda_graphs=False`` or
-        FASTMLP_CUDA_GRAPHS=0)."""
+        FASTMLP_CUDA_GRAPHS=0). The replayed step updates its arguments in place, so ``donate``
+        needs nothing more."""
         if not graphs_enabled(self.cuda_graphs):
             return step
         replayer = GraphReplayer(step, self._cupy, self._stream)

@@ -1,0 +1,95 @@
+"""The JAX backend: the generic steps on ``jax.numpy``, each epoch compiled whole with ``jax.jit``.
+
+JAX arrays are immutable and dispatching op by op is slow, so this backend answers the
+``compile_step`` seam with ``jax.jit``: the epoch's forward, backward, update and validation
+metrics become one XLA computation, and the old parameters and velocities are *donated* (their
+buffers reused for the new ones; the loop's snapshot is a real copy made before the step).
+Compiled steps are kept on the backend, so a second ``fit`` of the same model compiles nothing.
+
+Devices: ``jax`` runs where JAX puts arrays by default (its first device: a GPU when JAX has one);
+``jax:cpu`` and ``jax:gpu`` choose. float64: JAX computes in float32 unless its switch
+``jax_enable_x64`` is on; asking this backend for a float64 array turns it on for the process
+(never a silent float32). float32 work is unchanged by the switch: every array here has an
+explicit dtype and the learning rate and momentum are weakly typed Python floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendError
+from .base import Backend
+
+__all__ = ["JaxBackend"]
+
+
+class JaxBackend(Backend):
+    """JAX arrays on JAX's default device, or on the CPU (``device='cpu'``) or a GPU (``'gpu'``)."""
+
+    name = "jax"
+    package = "jax"
+
+    def __init__(self, device=None):
+        jax = self._import_package("jax", 'pip install "fastmlp[jax]"')
+        self._jax = jax
+        self._device = self._open_device(jax, device)
+        super().__init__(jax.numpy)
+        self._compiled = {}
+        if device:
+            self.name = f"{type(self).name}:{device}"
+
+    @staticmethod
+    def _open_device(jax, platform):
+        """The first device of ``platform`` (None: JAX's default device), or BackendError saying why."""
+        try:
+            return jax.devices(platform)[0] if platform else jax.devices()[0]
+        except RuntimeError as exc:
+            raise BackendError(
+                f"JAX {jax.__version__} is installed but has no {platform or 'usable'} device ({exc}); "
+                'for a GPU install JAX with its CUDA plugin (pip install "jax[cuda12]"), '
+                "or use --backend jax:cpu, numpy or numba") from None
+
+    # ---------------------------------------------------------------- facts
+    @property
+    def device(self):
+        kind = self._device.platform
+        return "CPU" if kind == "cpu" else f"{kind.upper()} {self._device.device_kind} (JAX device {self._device.id})"
+
+    def describe(self):
+        return {**super().describe(), "jax_version": self._jax.__version__,
+                "jax_enable_x64": bool(self._jax.config.jax_enable_x64)}
+
+    # ------------------------------------------------------------ transfers
+    def _host_dtype(self, dtype):
+        """The dtype JAX will hold ``dtype`` in: float64 turns the x64 switch on; int64 labels and
+        indices become int32 while it is off (their values fit)."""
+        dtype = np.dtype(dtype)
+        if dtype == np.float64 and not self._jax.config.jax_enable_x64:
+            self._jax.config.update("jax_enable_x64", True)
+        if dtype == np.int64 and not self._jax.config.jax_enable_x64:
+            return np.dtype(np.int32)
+        return dtype
+
+    def asarray(self, host_array, dtype=None, *, copy=True):
+        host = np.asarray(host_array, dtype=dtype)
+        host = np.array(host, dtype=self._host_dtype(host.dtype), copy=True if copy else None)
+        return self._jax.device_put(host, self._device)
+
+    def full(self, shape, value, dtype):
+        return self.xp.full(shape, value, dtype=self._host_dtype(dtype), device=self._device)
+
+    def copy(self, array, into=None):
+        return self.xp.array(array, copy=True)  # a new buffer: the step may donate the original
+
+    def synchronize(self, *pending):
+        self._jax.block_until_ready(pending)
+
+    # ---------------------------------------------------------------- steps
+    def compile_step(self, step, *, donate=()):
+        """``jax.jit`` of ``step``, donating the buffers of the arguments named in ``donate``;
+        kept per step, bound settings and donation, so later fits reuse the compilation."""
+        key = (getattr(step, "func", step), getattr(step, "args", ()),
+               tuple(sorted(getattr(step, "keywords", {}).items())), tuple(donate))
+        if key not in self._compiled:
+            self._compiled[key] = self._jax.jit(step, donate_argnames=tuple(donate))
+        return self._compiled[key]
