@@ -84,7 +84,7 @@ def main():
 def report(args, grid, modes, seconds, best):
     machine, blas = _sysinfo.machine_info(), _sysinfo.blas_info()
     print(f"machine: {machine['cpu']}, {machine['cpu_count']} cores; Python {machine['python']}, "
-          f"NumPy {machine['numpy']}, {blas['blas']} ({blas['blas_threads']} threads)")
+          f"NumPy {machine['numpy_version']}, {blas['blas']} ({blas['blas_threads']} threads)")
     print(f"GridSearchCV of MLPClassifier: {len(grid['hidden']) * len(grid['lr'])} settings {grid}, "
           f"cv={args.cv}, {args.n} rows of the sample, epochs={args.epochs}, "
           f"backend {get_backend(args.backend).name}; {args.repeats} rounds, median")

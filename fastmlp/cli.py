@@ -14,6 +14,7 @@ below is in place before NumPy loads.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -116,7 +117,8 @@ def _add_train_parser(commands, debug):
                        f"(default: ${ENV_VAR}, then {DEFAULT})")
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     train.add_argument("--precision", default="float32",
-                       help="products in float32 (default: the dtype's own precision), tf32 or bf16 (GPU backends)")
+                       help="products in float32 (default: the dtype's own precision), or tf32 or bf16 where the "
+                       "backend offers them (fastmlp info)")
     train.add_argument("--seed", type=_int, default=0, help="seed of the initial weights (default 0)")
     train.add_argument("--out", help="output folder, must not hold files yet (default runs/<timestamp>-<random>)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
@@ -255,8 +257,10 @@ def _verdict(history, train_labels):
     reason = history.failure(chance)
     if reason is None:
         return 0
-    print(f"fastmlp: warning: the run failed to learn: {reason}; try a smaller --lr or more --epochs "
-          f"(exit status {EXIT_FAILED_RUN})", file=sys.stderr)
+    rose = history.train_loss[-1] >= history.initial_loss
+    hint = "try a smaller --lr" if rose else "try a larger --lr or more --epochs"
+    print(f"fastmlp: warning: the run failed to learn: {reason}; {hint} (exit status {EXIT_FAILED_RUN})",
+          file=sys.stderr)
     return EXIT_FAILED_RUN
 
 
@@ -393,8 +397,51 @@ def _info(args):
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "bench": _bench, "info": _info}
 
 
+class _Output:
+    """A standard stream that stops writing, instead of failing, once its reader has gone (as in
+    ``fastmlp train | head -1``): the command still finishes its work and writes its run folder."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.reader_gone = False
+
+    def write(self, text):
+        if not self.reader_gone:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._detach()
+        return len(text)
+
+    def flush(self):
+        if not self.reader_gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._detach()
+
+    def _detach(self):
+        self.reader_gone = True
+        try:  # Python's own last flush at exit then has nowhere to fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv=None):
     """Run the command line; returns the exit status."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Output(sys.stdout), _Output(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv

@@ -132,7 +132,7 @@ def _as_images(X):
 
 
 def write_report(report, folder, *, images=None, files=None, title=""):
-    """Write the report's files into ``folder`` (which must exist); returns their names.
+    """Write the report's files into ``folder`` (made if missing); returns their names.
 
     confusion.png (counts and row-normalised), mistakes.png (only with ``images``, the (N, D) rows
     the report was computed on), summary.json (every measure) and summary.txt (the numbers and a
@@ -141,6 +141,7 @@ def write_report(report, folder, *, images=None, files=None, title=""):
     """
     from . import plotting
 
+    os.makedirs(folder, exist_ok=True)
     written = {"confusion.png": "confusion matrix on the evaluation data: counts, and each row divided by its total"}
     plotting.plot_confusion(report.confusion, report.classes, os.path.join(folder, "confusion.png"), title=title)
     if images is not None:

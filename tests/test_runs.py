@@ -216,3 +216,18 @@ def test_atomic_write_uses_the_umask(tmp_path):
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize("streams", ["stdout", "stdout and stderr"])
+def test_a_reader_that_stops_early_loses_no_run(tmp_path, small_data, streams):
+    """``fastmlp train | head -1``: the command finishes and writes its run folder, exit 0."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastmlp", "train", "--data", str(small_data), "--hidden", "20", "--epochs", "3",
+         "--out", str(out)], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if streams == "stdout and stderr" else subprocess.DEVNULL,
+        preexec_fn=_default_signals)
+    first = process.stdout.readline()
+    process.stdout.close()  # the reader goes away, as head does after its first line
+    assert process.wait(timeout=300) == 0 and first
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
