@@ -24,6 +24,14 @@ from ..errors import BackendError
 __all__ = ["Backend", "InPlaceBackend"]
 
 
+def _dtype_key(dtype):
+    """One key per dtype, however it is spelled (``np.float32``, ``'float32'``, a library's own dtype)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # e.g. torch.float32
+        return dtype
+
+
 class Backend:
     """Generic backend: every step written with the namespace ``xp``.
 
@@ -111,12 +119,16 @@ class Backend:
         """``array[row_indices]`` for an integer index array of this backend."""
         return self.xp.take(array, row_indices, axis=0)
 
+    def empty(self, shape, dtype):
+        """A new array of ``shape`` on this backend's device, its values not yet set."""
+        return self.xp.empty(shape, dtype=dtype)
+
     def _buffer(self, name, shape, dtype):
         """A reusable array for intermediate results, one per (name, shape, dtype)."""
-        key = (name, tuple(shape), np.dtype(dtype))
+        key = (name, tuple(shape), _dtype_key(dtype))
         buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._buffers[key] = self.xp.empty(shape, dtype=dtype)
+            buffer = self._buffers[key] = self.empty(shape, dtype)
         return buffer
 
     def quiet_overflow(self):
@@ -220,9 +232,10 @@ class Backend:
 class InPlaceBackend(Backend):
     """Parent of the backends whose arrays are written in place into reused buffers.
 
-    ``lib`` is the array library itself (NumPy, CuPy), which offers ``out=`` products and
-    ``copyto``; a subclass states only its library, its transfers and its element-wise kernels:
-    :meth:`bias_relu`, :meth:`relu_backward_into` and :meth:`momentum_update`.
+    ``lib`` is the array library itself (NumPy, CuPy, PyTorch), which offers ``out=`` products; a
+    subclass states only its library, its transfers and its element-wise kernels: :meth:`bias_relu`,
+    :meth:`relu_backward_into` and :meth:`momentum_update` (and :meth:`copy` where the library has no
+    ``copyto``).
     """
 
     def __init__(self, xp, lib):
@@ -241,7 +254,7 @@ class InPlaceBackend(Backend):
     def matmul(self, A, B, *, workspace=None):
         if workspace is None:
             return A @ B
-        out = self._buffer(workspace, (A.shape[0], B.shape[1]), np.result_type(A.dtype, B.dtype))
+        out = self._buffer(workspace, (A.shape[0], B.shape[1]), self.xp.result_type(A.dtype, B.dtype))
         return self.lib.matmul(A, B, out=out)
 
     def relu_backward_into(self, A1, dA1):
