@@ -217,9 +217,9 @@ def _train(args):
           f"test {len(data.test[1])})", flush=True)
     history = model.fit(*data.train, *data.valid, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                         batch_size=args.batch_size, progress=not args.no_progress)
-    test_loss, test_acc = model.evaluate(*data.test)
-    _print_results(history, test_acc)
-    report = _print_evaluation(model, data.test)
+    report = _evaluation(model, data.test)  # evaluated once: the test accuracy and the table
+    _print_results(history, report.accuracy)
+    _print_table(report)
     _write_run(destination, args, model, history, report, data.test[0])
     return _verdict(history, data.train[1])
 
@@ -257,8 +257,7 @@ def _verdict(history, train_labels):
     reason = history.failure(chance)
     if reason is None:
         return 0
-    rose = history.train_loss[-1] >= history.initial_loss
-    hint = "try a smaller --lr" if rose else "try a larger --lr or more --epochs"
+    hint = "try a larger --lr or more --epochs" if history.loss_fell else "try a smaller --lr"
     print(f"fastmlp: warning: the run failed to learn: {reason}; {hint} (exit status {EXIT_FAILED_RUN})",
           file=sys.stderr)
     return EXIT_FAILED_RUN
@@ -273,14 +272,16 @@ TRAIN_FILES = {
 }
 
 
-def _print_evaluation(model, test):
-    """Evaluate ``model`` on the (X, y) test split and print the per-class table; returns the report."""
+def _evaluation(model, test):
+    """The :class:`~fastmlp.evaluation.Report` of ``model`` on the (X, y) test split."""
     from .evaluation import evaluate
 
-    report = evaluate(model, *test)
+    return evaluate(model, *test)
+
+
+def _print_table(report):
     print(f"test split, {report.n} images:")
     print(report.table())
-    return report
 
 
 def _write_evaluation(report, out, images, title, files):
@@ -300,7 +301,8 @@ def _evaluate(args):
     data = datasets.load_notmnist(args.data, dtype=model.dtype)
     print(f"model: {args.model} ({model.n_in} -> {model.n_hidden} -> {model.n_out}, {model.dtype}, "
           f"{model.backend}); data: {data.source}")
-    report = _print_evaluation(model, data.test)
+    report = _evaluation(model, data.test)
+    _print_table(report)
     print(f"Test Loss: {report.loss:.4f}")
     print(f"Test Accuracy: {report.accuracy:.4f}")
     title = f"fastmlp evaluate {Path(args.model).name}, test split of {Path(data.source).name}"

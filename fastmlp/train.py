@@ -70,6 +70,11 @@ class History:
         for values in (self.train_loss, self.train_acc, self.valid_loss, self.valid_acc, self.seconds):
             del values[epochs:]
 
+    @property
+    def loss_fell(self):
+        """Whether the final training loss is below the initial one."""
+        return bool(self.train_loss) and self.train_loss[-1] < self.initial_loss
+
     def failure(self, chance_accuracy):
         """Why the run failed to learn, or None: its final training loss is not below the initial
         one, or its final training accuracy is not clearly above ``chance_accuracy`` (the share of
@@ -77,7 +82,7 @@ class History:
         if not self.train_loss:
             return None
         loss, acc = self.train_loss[-1], self.train_acc[-1]
-        if not loss < self.initial_loss:
+        if not self.loss_fell:
             return f"the final training loss {loss:.4g} is not below the initial {self.initial_loss:.4g}"
         if acc <= chance_accuracy + CHANCE_MARGIN:
             return f"the final training accuracy {acc:.4f} is at chance (the most common class is {chance_accuracy:.4f})"
