@@ -87,32 +87,24 @@ def test_import_fastmlp_imports_no_optional_library():
     assert result.stdout.strip() == "[]"
 
 
-def test_a_missing_numba_names_the_package_and_the_extra():
-    result = run_python("""
+#: an optional package missing -> how the test asks for its backend
+MISSING_PACKAGES = {"numba": 'fastmlp.MLP(784, 8, 10, backend="numba")', "cupy": 'fastmlp.get_backend("cupy")',
+                    "torch": 'fastmlp.MLP(784, 8, 10, backend="torch")', "jax": 'fastmlp.get_backend("jax")'}
+
+
+@pytest.mark.parametrize("package", MISSING_PACKAGES)
+def test_a_missing_package_is_named_with_its_extra(package):
+    result = run_python(f"""
         import sys
-        sys.modules["numba"] = None  # makes `import numba` fail as if it were not installed
+        sys.modules["{package}"] = None  # makes `import {package}` fail as if it were not installed
         import fastmlp
         try:
-            fastmlp.MLP(784, 8, 10, backend="numba")
+            {MISSING_PACKAGES[package]}
         except fastmlp.BackendError as exc:
             print("BackendError:", exc)
     """)
     assert result.returncode == 0, result.stderr
-    assert "needs the package 'numba'" in result.stdout
-    assert 'pip install "fastmlp[numba]"' in result.stdout
-
-
-def test_a_missing_cupy_names_the_package_and_the_extra():
-    result = run_python("""
-        import sys
-        sys.modules["cupy"] = None
-        import fastmlp
-        try:
-            fastmlp.get_backend("cupy")
-        except fastmlp.BackendError as exc:
-            print("BackendError:", exc)
-    """)
-    assert "needs the package 'cupy'" in result.stdout and 'pip install "fastmlp[cupy]"' in result.stdout
+    assert f"needs the package '{package}'" in result.stdout and f'pip install "fastmlp[{package}]"' in result.stdout
 
 
 NVRTC_MISSING = ("CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: "
@@ -385,3 +377,20 @@ def test_a_step_that_refuses_capture_runs_eagerly_from_then_on_with_one_warning(
         assert replay(array) is array
     assert calls == ["eager", "captured", "eager", "eager", "eager", "eager"]
     assert "NotImplementedError" in replay.fallback_reason and not cuda.capturing
+
+
+@pytest.mark.parametrize("requested, timeout", [
+    ("numba", "4"), ("torch:cuda", "4"), ("jax", "4"), ("all", "4"), ("numpy", "None"),
+])
+def test_openblas_workers_are_told_to_sleep_when_other_thread_pools_may_run(requested, timeout):
+    """Backends with thread pools of their own (Numba's, PyTorch's, XLA's) run between NumPy's BLAS
+    calls: the command line lets OpenBLAS's idle workers sleep, before NumPy loads."""
+    result = run_python(f"""
+        import os, sys
+        os.environ.pop("OPENBLAS_THREAD_TIMEOUT", None)  # as if the user had not set it
+        from fastmlp.backends import prepare_threads
+        prepare_threads([{requested!r}])
+        print("numpy" in sys.modules, os.environ.get("OPENBLAS_THREAD_TIMEOUT"))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", timeout]

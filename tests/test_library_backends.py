@@ -58,32 +58,6 @@ def test_an_unknown_device_lists_the_valid_ones(name, expected):
         resolve_name(name)
 
 
-def test_a_missing_torch_names_the_package_and_the_extra():
-    result = run_python("""
-        import sys
-        sys.modules["torch"] = None
-        import fastmlp
-        try:
-            fastmlp.MLP(784, 8, 10, backend="torch")
-        except fastmlp.BackendError as exc:
-            print("BackendError:", exc)
-    """)
-    assert "needs the package 'torch'" in result.stdout and 'pip install "fastmlp[torch]"' in result.stdout
-
-
-def test_a_missing_jax_names_the_package_and_the_extra():
-    result = run_python("""
-        import sys
-        sys.modules["jax"] = None
-        import fastmlp
-        try:
-            fastmlp.get_backend("jax")
-        except fastmlp.BackendError as exc:
-            print("BackendError:", exc)
-    """)
-    assert "needs the package 'jax'" in result.stdout and 'pip install "fastmlp[jax]"' in result.stdout
-
-
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed here")
 def test_torch_cuda_without_a_gpu_says_so_before_training():
     import torch

@@ -60,8 +60,9 @@ BASELINE = DEFAULT
 _AUTO = "auto"
 _ALL = "all"
 _AUTO_ORDER = ("cupy", "numba", "numpy")
-#: backends whose kernels run on threads of their own between BLAS calls
-_THREADED_KERNELS = ("numba",)
+#: backends whose work runs on thread pools of their own between NumPy's BLAS calls (Numba's,
+#: PyTorch's and XLA's): spinning OpenBLAS workers would take their cores
+_THREADED_KERNELS = ("numba", "torch", "jax")
 
 
 def __getattr__(name):  # the Backend class loads NumPy: import it on first use only
@@ -194,5 +195,5 @@ def prepare_threads(requested):
     if "numpy" in sys.modules:
         return
     names = [(name or os.environ.get(ENV_VAR) or DEFAULT).strip().lower() for name in requested]
-    if any(name in _THREADED_KERNELS + (_AUTO, _ALL) for name in names):
+    if any(split_name(name)[0] in _THREADED_KERNELS + (_AUTO, _ALL) for name in names):
         os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # 2**4 cycles of spinning, then sleep
