@@ -1,7 +1,7 @@
 # Each target sets itself up: a virtual environment in .venv with fastmlp and its extras.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= numba,torch,jax,test,bench,sklearn,dask
+EXTRAS ?= numba,torch,jax,test,bench,sklearn,dask,lint
 # installed before the extras: the CPU-only PyTorch build (an unpinned torch on Linux is the CUDA
 # build, several GB); elsewhere e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0
@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 SAMPLE := $(abspath ../shared/data/notmnist)
 export FASTMLP_DATA ?= $(if $(wildcard $(SAMPLE)),$(SAMPLE),)
 
-.PHONY: train test bench bench-pytest info clean
+.PHONY: train test lint bench bench-pytest info clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ train: $(BIN)/.installed
 ## run the test suite (CPU only; parametrised over every usable backend)
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(ARGS)
+
+## ruff (lint and format) and mypy, with the settings in pyproject.toml (also: pre-commit install)
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## compare backends side by side, with PyTorch's and JAX's own loops (fastmlp bench --peers)
 bench: $(BIN)/.installed

@@ -46,8 +46,21 @@ def main():
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "bench.json"
-        status = cli.main(["bench", "--backends", args.backend, "--dtype", args.dtype, "--hidden", str(args.hidden),
-                           "--epochs", str(args.epochs), "--json", str(out)])
+        status = cli.main(
+            [
+                "bench",
+                "--backends",
+                args.backend,
+                "--dtype",
+                args.dtype,
+                "--hidden",
+                str(args.hidden),
+                "--epochs",
+                str(args.epochs),
+                "--json",
+                str(out),
+            ]
+        )
         if status:
             return status
         entry = json.loads(out.read_text())["configs"][0]["backends"][args.backend]
@@ -55,10 +68,14 @@ def main():
     printed = entry["floor_ratio"]
     independent = entry["median_s"] / floor
     difference = abs(printed - independent) / independent
-    print(f"epoch median {entry['median_s']:.4f} s; products: in bench {entry['floor_median_s']:.4f} s, "
-          f"independent {floor:.4f} s")
-    print(f"floor ratio printed {printed:.3f}, independent {independent:.3f}: differ by {100 * difference:.1f}% "
-          f"({'within' if difference <= 0.10 else 'NOT within'} 10%)")
+    print(
+        f"epoch median {entry['median_s']:.4f} s; products: in bench {entry['floor_median_s']:.4f} s, "
+        f"independent {floor:.4f} s"
+    )
+    print(
+        f"floor ratio printed {printed:.3f}, independent {independent:.3f}: differ by {100 * difference:.1f}% "
+        f"({'within' if difference <= 0.10 else 'NOT within'} 10%)"
+    )
     return 0 if difference <= 0.10 else 1
 
 

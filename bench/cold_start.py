@@ -18,8 +18,20 @@ from pathlib import Path
 
 
 def run(backend, epochs, out):
-    command = [sys.executable, "-m", "fastmlp", "train", "--backend", backend, "--epochs", str(epochs),
-               "--out", out, "--overwrite", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "fastmlp",
+        "train",
+        "--backend",
+        backend,
+        "--epochs",
+        str(epochs),
+        "--out",
+        out,
+        "--overwrite",
+        "--no-progress",
+    ]
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)

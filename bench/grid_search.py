@@ -53,15 +53,19 @@ def parse_args():
     parser.add_argument("--cv", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backend", default=None, help="a fastmlp backend (default: FASTMLP_BACKEND or numpy)")
-    parser.add_argument("--oversubscribe", type=int, default=os.cpu_count() or 2,
-                        help="threads forced on each fit in the third mode (default: every core)")
+    parser.add_argument(
+        "--oversubscribe",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="threads forced on each fit in the third mode (default: every core)",
+    )
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
     X, y = datasets.load_notmnist().train
-    X, y = X[:args.n], y[:args.n]
+    X, y = X[: args.n], y[: args.n]
     grid = {"hidden": [int(h) for h in args.hidden.split(",")], "lr": [float(v) for v in args.lr.split(",")]}
     common = {"epochs": args.epochs, "backend": args.backend}
     modes = {  # label -> (n_jobs, estimator settings)
@@ -71,7 +75,7 @@ def main():
     }
     seconds = {label: [] for label in modes}
     best = {}
-    for label, (n_jobs, settings) in modes.items():  # warm-up: worker processes, Numba's cache
+    for n_jobs, settings in modes.values():  # warm-up: worker processes, Numba's cache
         search(X, y, grid, n_jobs=n_jobs, cv=args.cv, **settings)
     for _ in range(args.repeats):
         for label, (n_jobs, settings) in modes.items():
@@ -83,11 +87,15 @@ def main():
 
 def report(args, grid, modes, seconds, best):
     machine, blas = _sysinfo.machine_info(), _sysinfo.blas_info()
-    print(f"machine: {machine['cpu']}, {machine['cpu_count']} cores; Python {machine['python']}, "
-          f"NumPy {machine['numpy_version']}, {blas['blas']} ({blas['blas_threads']} threads)")
-    print(f"GridSearchCV of MLPClassifier: {len(grid['hidden']) * len(grid['lr'])} settings {grid}, "
-          f"cv={args.cv}, {args.n} rows of the sample, epochs={args.epochs}, "
-          f"backend {get_backend(args.backend).name}; {args.repeats} rounds, median")
+    print(
+        f"machine: {machine['cpu']}, {machine['cpu_count']} cores; Python {machine['python']}, "
+        f"NumPy {machine['numpy_version']}, {blas['blas']} ({blas['blas_threads']} threads)"
+    )
+    print(
+        f"GridSearchCV of MLPClassifier: {len(grid['hidden']) * len(grid['lr'])} settings {grid}, "
+        f"cv={args.cv}, {args.n} rows of the sample, epochs={args.epochs}, "
+        f"backend {get_backend(args.backend).name}; {args.repeats} rounds, median"
+    )
     base = statistics.median(seconds["n_jobs=1"])
     print(f"{'mode':<26} {'threads/fit':>11} {'median s':>9} {'min-max s':>13} {'vs n_jobs=1':>11}")
     for label, (n_jobs, settings) in modes.items():
@@ -98,8 +106,10 @@ def report(args, grid, modes, seconds, best):
     params = {label: found for label, (found, _) in best.items()}
     scores = {label: score for label, (_, score) in best.items()}
     same = len({str(p) for p in params.values()}) == 1 and np.ptp(list(scores.values())) == 0
-    print(f"best {params['n_jobs=1']} (cv accuracy {scores['n_jobs=1']:.4f}); "
-          f"{'the same' if same else 'NOT the same'} in every mode")
+    print(
+        f"best {params['n_jobs=1']} (cv accuracy {scores['n_jobs=1']:.4f}); "
+        f"{'the same' if same else 'NOT the same'} in every mode"
+    )
 
 
 if __name__ == "__main__":

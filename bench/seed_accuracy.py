@@ -26,13 +26,18 @@ def main():
         start = time.perf_counter()
         history = model.fit(*data.train, *data.valid, epochs=args.epochs, lr=0.1, momentum=0.9)
         results[name] = (history.valid_acc[-1], history.valid_loss[-1], history.train_loss[-1])
-        print(f"{name:<8} valid acc {results[name][0]:.4f}  valid loss {results[name][1]:.5f}  "
-              f"train loss {results[name][2]:.5f}  ({time.perf_counter() - start:.0f} s, "
-              f"{history.steady_seconds:.3f} s/epoch)", flush=True)
+        print(
+            f"{name:<8} valid acc {results[name][0]:.4f}  valid loss {results[name][1]:.5f}  "
+            f"train loss {results[name][2]:.5f}  ({time.perf_counter() - start:.0f} s, "
+            f"{history.steady_seconds:.3f} s/epoch)",
+            flush=True,
+        )
     first = next(iter(results))
     for name, (acc, loss, _) in results.items():
-        print(f"{name:<8} valid acc - {first}: {acc - results[first][0]:+.5f}   valid loss - {first}: "
-              f"{loss - results[first][1]:+.6f}")
+        print(
+            f"{name:<8} valid acc - {first}: {acc - results[first][0]:+.5f}   valid loss - {first}: "
+            f"{loss - results[first][1]:+.6f}"
+        )
 
 
 if __name__ == "__main__":

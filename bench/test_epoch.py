@@ -20,7 +20,7 @@ HIDDEN = (100, 1000, 4000)
 DTYPES = ("float32", "float64")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def status(name):
     return backend_status(name)
 

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+echo "== lint: ruff and mypy (make lint)"
+make lint PYTHON="$PYTHON"
+
 echo "== test suite (README: make test)"
 make test PYTHON="$PYTHON"
 

@@ -40,12 +40,12 @@ def main():
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     args = parser.parse_args()
-    X, y = fastmlp.datasets.load_notmnist().train           # 6000 images, labels 0..9
-    letters = np.array(list("ABCDEFGHIJ"))[y]                  # any labels work: classes_ maps them
+    X, y = fastmlp.datasets.load_notmnist().train  # 6000 images, labels 0..9
+    letters = np.array(list("ABCDEFGHIJ"))[y]  # any labels work: classes_ maps them
 
-    local = grid_search(X, letters, args.epochs)               # joblib's process workers, n_jobs=-1
+    local = grid_search(X, letters, args.epochs)  # joblib's process workers, n_jobs=-1
     with contextlib.closing(dask_client(args.scheduler)) as client, joblib.parallel_backend("dask"):
-        on_dask = grid_search(X, letters, args.epochs)         # the same fits, run by the Dask workers
+        on_dask = grid_search(X, letters, args.epochs)  # the same fits, run by the Dask workers
         workers = len(client.scheduler_info()["workers"])
     print_table(local, on_dask, workers)
 
@@ -55,11 +55,16 @@ def print_table(local, on_dask, workers):
     print(f"{'hidden':>6} {'lr':>5}  {'local mean ± std':>17}  {f'Dask, {workers} workers':>17}  rank")
     for i, params in enumerate(results["params"]):
         cells = [f"{r['mean_test_score'][i]:.4f} ± {r['std_test_score'][i]:.4f}" for r in (results, dask_results)]
-        print(f"{params['hidden']:>6} {params['lr']:>5}  {cells[0]:>17}  {cells[1]:>17}  {results['rank_test_score'][i]:>4}")
-    same = (local.best_params_ == on_dask.best_params_
-            and np.array_equal(results["mean_test_score"], dask_results["mean_test_score"]))
-    print(f"best: {local.best_params_} locally, {on_dask.best_params_} on Dask; "
-          f"scores {'identical' if same else 'DIFFERENT'}")
+        print(
+            f"{params['hidden']:>6} {params['lr']:>5}  {cells[0]:>17}  {cells[1]:>17}  {results['rank_test_score'][i]:>4}"
+        )
+    same = local.best_params_ == on_dask.best_params_ and np.array_equal(
+        results["mean_test_score"], dask_results["mean_test_score"]
+    )
+    print(
+        f"best: {local.best_params_} locally, {on_dask.best_params_} on Dask; "
+        f"scores {'identical' if same else 'DIFFERENT'}"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,22 @@ _EXPORTS = {
     "HostMemoryError": "fastmlp.errors",
     "DivergenceError": "fastmlp.errors",
 }
-_SUBMODULES = ("datasets", "backends", "errors", "ops", "model", "optim", "train", "weights", "files", "plotting", "benchmark",
-               "memory", "evaluation", "images")
+_SUBMODULES = (
+    "datasets",
+    "backends",
+    "errors",
+    "ops",
+    "model",
+    "optim",
+    "train",
+    "weights",
+    "files",
+    "plotting",
+    "benchmark",
+    "memory",
+    "evaluation",
+    "images",
+)
 
 __all__ = [*_EXPORTS, "datasets", "__version__"]
 

@@ -33,18 +33,21 @@ def fetch(url, target, sha256, *, retries=3, timeout=30, offline=False):
     try:
         import pooch
     except ImportError:  # pragma: no cover - pooch is a dependency
-        raise StorageError('downloading needs the package pooch: pip install pooch') from None
+        raise StorageError("downloading needs the package pooch: pip install pooch") from None
     pooch.get_logger().setLevel(logging.WARNING)
     if offline:  # the caller made sure the file is there; check it, never fetch
         digest = pooch.file_hash(str(target))
         if digest != sha256:
             raise StorageError(
                 f"the cached file {target} is corrupt (SHA-256 {digest}, expected {sha256}) and "
-                "FASTMLP_OFFLINE=1 forbids fetching it again; unset it, or pass --data PATH")
+                "FASTMLP_OFFLINE=1 forbids fetching it again; unset it, or pass --data PATH"
+            )
         return target
     store = pooch.create(
-        path=target.parent, base_url=url.rsplit("/", 1)[0] + "/",
-        registry={target.name: f"sha256:{sha256}"}, retry_if_failed=retries - 1,
+        path=target.parent,
+        base_url=url.rsplit("/", 1)[0] + "/",
+        registry={target.name: f"sha256:{sha256}"},
+        retry_if_failed=retries - 1,
     )
     downloader = pooch.HTTPDownloader(timeout=timeout, progressbar=False)
     hint = "download the files by hand and pass --data PATH or set FASTMLP_DATA"
@@ -56,6 +59,4 @@ def fetch(url, target, sha256, *, retries=3, timeout=30, offline=False):
             f"It was deleted and {target} was left as it was; {hint}"
         ) from None
     except OSError as exc:  # requests' errors are OSErrors: connection, timeout, HTTP status
-        raise StorageError(
-            f"could not download {url} after {retries} attempts: {exc}; {hint}"
-        ) from None
+        raise StorageError(f"could not download {url} after {retries} attempts: {exc}; {hint}") from None

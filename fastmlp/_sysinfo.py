@@ -33,15 +33,18 @@ def blas_info():
     if threadpool_info is not None:
         for pool in threadpool_info():
             if pool.get("user_api") == "blas":
-                info.update(blas=f"{pool.get('internal_api')} {pool.get('version')}",
-                            blas_architecture=pool.get("architecture"), blas_threads=pool.get("num_threads"))
+                info.update(
+                    blas=f"{pool.get('internal_api')} {pool.get('version')}",
+                    blas_architecture=pool.get("architecture"),
+                    blas_threads=pool.get("num_threads"),
+                )
                 break
     else:
         try:
             config = np.show_config(mode="dicts")
             blas = config["Build Dependencies"]["blas"]
             info["blas"] = f"{blas.get('name')} {blas.get('version')}"
-        except Exception:  # noqa: BLE001 - best effort on old NumPy
+        except Exception:
             pass
     info["openblas_thread_timeout"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT")
     return info

@@ -43,7 +43,7 @@ PEERS = Path(__file__).resolve().parent.parent / "bench" / "peers"
 
 def epoch_flops(n, n_valid, hidden, n_in=N_IN, n_out=N_OUT):
     """Floating-point operations of one epoch's matrix products (2 per multiply-add)."""
-    large = 2 * n * n_in * hidden * 2 + 2 * n_valid * n_in * hidden    # X@W1, Xᵀ@d1, X_valid@W1
+    large = 2 * n * n_in * hidden * 2 + 2 * n_valid * n_in * hidden  # X@W1, Xᵀ@d1, X_valid@W1
     small = 2 * n * hidden * n_out * 3 + 2 * n_valid * hidden * n_out  # A1@W2, A1ᵀ@d2, d2@W2ᵀ, valid
     return large + small
 
@@ -51,17 +51,16 @@ def epoch_flops(n, n_valid, hidden, n_in=N_IN, n_out=N_OUT):
 class EpochRunner:
     """One backend, one configuration: data and parameters on the device, ready to time."""
 
-    def __init__(self, backend, *, n=6000, n_valid=2000, hidden=1000, dtype="float32", seed=0,
-                 precision="float32"):
+    def __init__(self, backend, *, n=6000, n_valid=2000, hidden=1000, dtype="float32", seed=0, precision="float32"):
         self.backend = backend if not isinstance(backend, str) else get_backend(backend)
         configure(self.backend, dtype=dtype, precision=precision, cuda_graphs=None)  # raises if not offered
         self.n, self.n_valid, self.hidden, self.dtype, self.precision = n, n_valid, hidden, dtype, precision
         rng = np.random.default_rng(seed)
         to_device = self.backend.asarray
-        self.X = to_device(rng.random((n, N_IN)), dtype)                       # N×D in [0, 1)
-        self.labels = to_device(rng.integers(0, N_OUT, n))                     # N
-        self.X_valid = to_device(rng.random((n_valid, N_IN)), dtype)          # Nv×D
-        self.labels_valid = to_device(rng.integers(0, N_OUT, n_valid))        # Nv
+        self.X = to_device(rng.random((n, N_IN)), dtype)  # N×D in [0, 1)
+        self.labels = to_device(rng.integers(0, N_OUT, n))  # N
+        self.X_valid = to_device(rng.random((n_valid, N_IN)), dtype)  # Nv×D
+        self.labels_valid = to_device(rng.integers(0, N_OUT, n_valid))  # Nv
         params = {k: to_device(v) for k, v in model.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype).items()}
         velocities = {k: self.backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in params.items()}
         self.state = train.TrainingState(self.backend, params, velocities)
@@ -71,10 +70,18 @@ class EpochRunner:
 
     def epoch(self):
         """Seconds of one full-batch training epoch, validation metrics included."""
+
         def work():
             self._spare, _ = train.full_batch_epoch(
-                self.state, self.X, self.labels, self.X_valid, self.labels_valid,
-                lr=1e-3, momentum=0.9, snapshot_into=self._spare)
+                self.state,
+                self.X,
+                self.labels,
+                self.X_valid,
+                self.labels_valid,
+                lr=1e-3,
+                momentum=0.9,
+                snapshot_into=self._spare,
+            )
             return self.state.params, self.state.velocities
 
         return self.backend.time_device_work(work)
@@ -90,9 +97,11 @@ class EpochRunner:
         backend, W1 = self.backend, self.state.params["W1"]
 
         def work():
-            return (backend.matmul(self.X, W1, workspace="train_hidden"),        # N×H
-                    backend.matmul(self.X.T, self._d1, workspace="dW1"),         # D×H
-                    backend.matmul(self.X_valid, W1, workspace="valid_hidden"))  # Nv×H
+            return (
+                backend.matmul(self.X, W1, workspace="train_hidden"),  # N×H
+                backend.matmul(self.X.T, self._d1, workspace="dW1"),  # D×H
+                backend.matmul(self.X_valid, W1, workspace="valid_hidden"),
+            )  # Nv×H
 
         return backend.time_device_work(work)
 
@@ -121,12 +130,15 @@ def load_peers(log=print, folder=PEERS):
     package: found beside it in a checkout of the repository), as {title: module}; a loop whose
     library is missing, or a missing folder, is reported through ``log`` and left out."""
     if not folder.is_dir():
-        log(f"peers not available: {folder} does not exist (the reference loops live in the repository's "
-            "bench/peers/, not in an installed wheel; run from a checkout)")
+        log(
+            f"peers not available: {folder} does not exist (the reference loops live in the repository's "
+            "bench/peers/, not in an installed wheel; run from a checkout)"
+        )
         return {}
     peers = {}
     for path in sorted(folder.glob("*_loop.py")):
         spec = importlib.util.spec_from_file_location(f"fastmlp_peer_{path.stem}", path)
+        assert spec is not None and spec.loader is not None  # a .py file always has a spec and a loader
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
@@ -137,24 +149,51 @@ def load_peers(log=print, folder=PEERS):
     return peers
 
 
-def compare(backends="all", *, dtypes=("float32",), precisions=("float32",), hiddens=(1000,), n=6000,
-            n_valid=2000, epochs=10, warmup=2, peers=False, log=print):
+def compare(
+    backends="all",
+    *,
+    dtypes=("float32",),
+    precisions=("float32",),
+    hiddens=(1000,),
+    n=6000,
+    n_valid=2000,
+    epochs=10,
+    warmup=2,
+    peers=False,
+    log=print,
+):
     """Time every usable backend on every (dtype, precision, hidden), interleaved; returns a
     JSON-able dict. ``peers``: also time the other libraries' own loops of ``bench/peers/`` in
     the same rounds (float32 products only)."""
     from . import _sysinfo
 
-    result = {"machine": _sysinfo.machine_info(), "blas": _sysinfo.blas_info(),
-              "date": time.strftime("%Y-%m-%d"), "epochs": epochs, "warmup": warmup,
-              "skipped": {}, "configs": []}
+    result = {
+        "machine": _sysinfo.machine_info(),
+        "blas": _sysinfo.blas_info(),
+        "date": time.strftime("%Y-%m-%d"),
+        "epochs": epochs,
+        "warmup": warmup,
+        "skipped": {},
+        "configs": [],
+    }
     usable = _usable(backends, result, log)
     if not usable:
-        raise BackendError("none of the requested backends can run here: " +
-                           "; ".join(f"{name}: {reason}" for name, reason in result["skipped"].items()))
+        raise BackendError(
+            "none of the requested backends can run here: "
+            + "; ".join(f"{name}: {reason}" for name, reason in result["skipped"].items())
+        )
     peer_modules = load_peers(log) if peers else {}
     for dtype, precision, hidden in _configurations(dtypes, precisions, hiddens, log):
-        config = {"dtype": dtype, "precision": precision, "n": n, "n_valid": n_valid, "hidden": hidden,
-                  "flops_per_epoch": epoch_flops(n, n_valid, hidden), "backends": {}, "skipped": {}}
+        config = {
+            "dtype": dtype,
+            "precision": precision,
+            "n": n,
+            "n_valid": n_valid,
+            "hidden": hidden,
+            "flops_per_epoch": epoch_flops(n, n_valid, hidden),
+            "backends": {},
+            "skipped": {},
+        }
         factories = {name: functools.partial(EpochRunner, name, precision=precision) for name in usable}
         if precision == "float32":  # the libraries' own loops compute in the dtype's precision
             factories.update({title: module.Runner for title, module in peer_modules.items()})
@@ -206,8 +245,13 @@ def _warm_up(config, factories, warmup, **shape):
             runner.products()
         runners[name] = runner
         config["backends"][name] = {
-            "cold_start_s": cold, "first_epoch_s": first, "epoch_s": [], "floor_s": [],
-            "facts": runner.describe(), "peer": not isinstance(runner, EpochRunner)}
+            "cold_start_s": cold,
+            "first_epoch_s": first,
+            "epoch_s": [],
+            "floor_s": [],
+            "facts": runner.describe(),
+            "peer": not isinstance(runner, EpochRunner),
+        }
     return runners
 
 
@@ -216,7 +260,9 @@ def _compare_with_peers(config, peer_modules):
     entries = config["backends"]
     config["vs_own_loop"] = {
         module.BACKEND: entries[module.BACKEND]["median_s"] / entries[title]["median_s"]
-        for title, module in peer_modules.items() if module.BACKEND in entries}
+        for title, module in peer_modules.items()
+        if module.BACKEND in entries
+    }
 
 
 def _summarise(config):
@@ -228,10 +274,13 @@ def _summarise(config):
         floor = statistics.median(entry["floor_s"])
         # each round times an epoch and then its products: the ratio within a round cancels the
         # machine's slow drifts, and the median over rounds drops the odd disturbed round
-        ratios = [epoch / products for epoch, products in zip(entry["epoch_s"], entry["floor_s"])]
+        ratios = [epoch / products for epoch, products in zip(entry["epoch_s"], entry["floor_s"], strict=True)]
         entry.update(
-            median_s=median, min_s=min(entry["epoch_s"]), max_s=max(entry["epoch_s"]),
-            floor_median_s=floor, floor_ratio=statistics.median(ratios),
+            median_s=median,
+            min_s=min(entry["epoch_s"]),
+            max_s=max(entry["epoch_s"]),
+            floor_median_s=floor,
+            floor_ratio=statistics.median(ratios),
             samples_per_s=config["n"] / median,
             speedup_vs_baseline=(base_median / median) if base_median else None,
             gflops=config["flops_per_epoch"] / median / 1e9,
@@ -241,17 +290,23 @@ def _summarise(config):
 def format_table(config):
     """A text table of one configuration: one row per backend (and per peer loop)."""
     precision = config.get("precision", "float32")
-    head = (f"{config['dtype']}" + (f" (products in {precision})" if precision != "float32" else "") +
-            f", N={config['n']}, H={config['hidden']}, valid {config['n_valid']} "
-            f"({config['flops_per_epoch'] / 1e9:.1f} GFLOP of products per epoch)")
+    head = (
+        f"{config['dtype']}"
+        + (f" (products in {precision})" if precision != "float32" else "")
+        + f", N={config['n']}, H={config['hidden']}, valid {config['n_valid']} "
+        f"({config['flops_per_epoch'] / 1e9:.1f} GFLOP of products per epoch)"
+    )
     width = max(8, *(len(name) for name in config["backends"]))
-    rows = [f"{'backend':<{width}} {'median s':>9} {'min-max s':>15} {'samples/s':>10} "
-            f"{'vs ' + config['baseline']:>9} {'floor s':>8} {'epoch/floor':>11} {'cold s':>7}"]
+    rows = [
+        f"{'backend':<{width}} {'median s':>9} {'min-max s':>15} {'samples/s':>10} "
+        f"{'vs ' + config['baseline']:>9} {'floor s':>8} {'epoch/floor':>11} {'cold s':>7}"
+    ]
     for name, e in config["backends"].items():
         speedup = f"{e['speedup_vs_baseline']:.2f}x" if e["speedup_vs_baseline"] else "-"
         rows.append(
             f"{name:<{width}} {e['median_s']:>9.4f} {e['min_s']:>7.4f}-{e['max_s']:<7.4f} {e['samples_per_s']:>10.0f} "
-            f"{speedup:>9} {e['floor_median_s']:>8.4f} {e['floor_ratio']:>10.3f}x {e['cold_start_s']:>7.2f}")
+            f"{speedup:>9} {e['floor_median_s']:>8.4f} {e['floor_ratio']:>10.3f}x {e['cold_start_s']:>7.2f}"
+        )
     for name, ratio in config.get("vs_own_loop", {}).items():
         rows.append(f"fastmlp on {name} / {name}'s own loop: {ratio:.3f}x (median epochs)")
     timers = sorted({e["facts"].get("timer") for e in config["backends"].values()} - {None})
@@ -260,8 +315,17 @@ def format_table(config):
     return "\n".join([head, *rows])
 
 
-def sweep(backends="all", *, dtype="float32", hiddens=(100, 250, 500, 1000, 2000, 4000),
-          ns=(1000, 2000, 5000, 10000), base_n=6000, base_hidden=1000, epochs=3, log=print):
+def sweep(
+    backends="all",
+    *,
+    dtype="float32",
+    hiddens=(100, 250, 500, 1000, 2000, 4000),
+    ns=(1000, 2000, 5000, 10000),
+    base_n=6000,
+    base_hidden=1000,
+    epochs=3,
+    log=print,
+):
     """Seconds per epoch as H grows (N = base_n) and as N grows (H = base_hidden)."""
     points = []
     usable = [name for name, status in _choose_backends(backends) if status["usable"]]
@@ -273,12 +337,21 @@ def sweep(backends="all", *, dtype="float32", hiddens=(100, 250, 500, 1000, 2000
             runner.epoch()
             times = [runner.epoch() for _ in range(epochs)]
             runner.backend.release()
-            point = {"backend": name, "n": n, "n_valid": n_valid, "hidden": hidden, "dtype": dtype,
-                     "epoch_s": times, "median_s": statistics.median(times),
-                     "flops": epoch_flops(n, n_valid, hidden)}
+            point = {
+                "backend": name,
+                "n": n,
+                "n_valid": n_valid,
+                "hidden": hidden,
+                "dtype": dtype,
+                "epoch_s": times,
+                "median_s": statistics.median(times),
+                "flops": epoch_flops(n, n_valid, hidden),
+            }
             points.append(point)
-            log(f"{name:<6} N={n:<6} H={hidden:<5} {point['median_s']:.4f} s/epoch "
-                f"({point['flops'] / point['median_s'] / 1e9:.1f} GFLOP/s)")
+            log(
+                f"{name:<6} N={n:<6} H={hidden:<5} {point['median_s']:.4f} s/epoch "
+                f"({point['flops'] / point['median_s'] / 1e9:.1f} GFLOP/s)"
+            )
     return points
 
 

@@ -14,10 +14,12 @@ below is in place before NumPy loads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main", "build_parser"]
 
@@ -53,11 +55,13 @@ class _UsageError(Exception):
 
 def _parsed(convert, what):
     """An argparse type: ``convert(text)``, or an error saying what was expected."""
+
     def parse(text):
         try:
             return convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
     return parse
 
 
@@ -90,7 +94,7 @@ def build_parser():
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--version", action="version", version=f"fastmlp {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    debug = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+    debug: dict[str, Any] = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
     _add_train_parser(commands, debug)
     _add_evaluate_parser(commands, debug)
     _add_predict_parser(commands, debug)
@@ -104,8 +108,13 @@ def _add_train_parser(commands, debug):
     """``fastmlp train [...]``."""
     from .backends import BACKEND_NAMES, DEFAULT, DEVICES, ENV_VAR  # imports no NumPy
 
-    train = commands.add_parser("train", help="train on notMNIST; write curves, history, weights and the test evaluation")
-    train.add_argument("--data", help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the sample shipped with fastmlp)")
+    train = commands.add_parser(
+        "train", help="train on notMNIST; write curves, history, weights and the test evaluation"
+    )
+    train.add_argument(
+        "--data",
+        help="notMNIST.npz, an idx images file, or a folder (default: $FASTMLP_DATA, then the sample shipped with fastmlp)",
+    )
     # the settings are only parsed here; the API checks their values (and the errors name these flags)
     train.add_argument("--epochs", type=_int, default=200, help="epochs (default 200)")
     train.add_argument("--hidden", type=_int, default=1000, help="hidden units H (default 1000)")
@@ -113,12 +122,17 @@ def _add_train_parser(commands, debug):
     train.add_argument("--momentum", type=_float, default=0.9, help="momentum in [0, 1) (default 0.9)")
     train.add_argument("--batch-size", type=_int, default=None, help="mini-batch size (default: full batch)")
     with_devices = ", ".join(f"{name}:{device}" for name, devices in DEVICES.items() for device in devices)
-    train.add_argument("--backend", help=f"{', '.join(BACKEND_NAMES)} or auto; with a device: {with_devices} "
-                       f"(default: ${ENV_VAR}, then {DEFAULT})")
+    train.add_argument(
+        "--backend",
+        help=f"{', '.join(BACKEND_NAMES)} or auto; with a device: {with_devices} (default: ${ENV_VAR}, then {DEFAULT})",
+    )
     train.add_argument("--dtype", default="float32", help="float32 (default) or float64")
-    train.add_argument("--precision", default="float32",
-                       help="products in float32 (default: the dtype's own precision), or tf32 or bf16 where the "
-                       "backend offers them (fastmlp info)")
+    train.add_argument(
+        "--precision",
+        default="float32",
+        help="products in float32 (default: the dtype's own precision), or tf32 or bf16 where the "
+        "backend offers them (fastmlp info)",
+    )
     train.add_argument("--seed", type=_int, default=0, help="seed of the initial weights (default 0)")
     train.add_argument("--out", help="output folder, must not hold files yet (default runs/<timestamp>-<random>)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
@@ -130,11 +144,21 @@ def _add_bench_parser(commands, debug):
     """``fastmlp bench [...]``."""
     bench = commands.add_parser("bench", help="time an epoch on every backend, side by side")
     bench.add_argument("--backends", type=_list, default=["all"], help="comma-separated names, or all (default)")
-    bench.add_argument("--dtype", type=_list, default=["float32"], help="float32 (default), float64, or both comma-separated")
-    bench.add_argument("--precision", type=_list, default=["float32"],
-                       help="float32 (default), tf32, bf16, or several comma-separated (rows side by side)")
-    bench.add_argument("--hidden", type=lambda t: [_positive_int(v) for v in _list(t)], default=[1000],
-                       help="hidden units, comma-separated (default 1000)")
+    bench.add_argument(
+        "--dtype", type=_list, default=["float32"], help="float32 (default), float64, or both comma-separated"
+    )
+    bench.add_argument(
+        "--precision",
+        type=_list,
+        default=["float32"],
+        help="float32 (default), tf32, bf16, or several comma-separated (rows side by side)",
+    )
+    bench.add_argument(
+        "--hidden",
+        type=lambda t: [_positive_int(v) for v in _list(t)],
+        default=[1000],
+        help="hidden units, comma-separated (default 1000)",
+    )
     bench.add_argument("--n", type=_positive_int, default=6000, help="training rows (default 6000)")
     bench.add_argument("--valid", type=_positive_int, default=2000, help="validation rows (default 2000)")
     bench.add_argument("--epochs", type=_positive_int, default=10, help="timed epochs per backend (default 10)")
@@ -142,9 +166,14 @@ def _add_bench_parser(commands, debug):
     bench.add_argument("--json", help="write every raw timing and the machine's facts here")
     bench.add_argument("--plot", help="write a bar chart of seconds per epoch here (PNG)")
     bench.add_argument("--sweep", action="store_true", help="also time epochs as N and H grow")
-    bench.add_argument("--peers", action="store_true",
-                       help="also time other libraries' own loops (bench/peers/ in a checkout) in the same rounds")
-    bench.add_argument("--sweep-plot", default="bench-sweep.png", help="log-log PNG of the sweep (default bench-sweep.png)")
+    bench.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time other libraries' own loops (bench/peers/ in a checkout) in the same rounds",
+    )
+    bench.add_argument(
+        "--sweep-plot", default="bench-sweep.png", help="log-log PNG of the sweep (default bench-sweep.png)"
+    )
     bench.add_argument("--debug", **debug)
 
 
@@ -154,8 +183,11 @@ def _add_evaluate_parser(commands, debug):
     evaluate.add_argument("model", metavar="MODEL", help="weights file written by fastmlp train (model.npz)")
     evaluate.add_argument("--data", help="as for train (default: $FASTMLP_DATA, then the sample shipped with fastmlp)")
     evaluate.add_argument("--backend", help="backend to run the model on (default as for train)")
-    evaluate.add_argument("--out", help="folder for confusion.png, mistakes.png, summary.txt/.json, must not hold "
-                          "files yet (default runs/<timestamp>-<random>-evaluate)")
+    evaluate.add_argument(
+        "--out",
+        help="folder for confusion.png, mistakes.png, summary.txt/.json, must not hold "
+        "files yet (default runs/<timestamp>-<random>-evaluate)",
+    )
     evaluate.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
     evaluate.add_argument("--debug", **debug)
 
@@ -165,9 +197,12 @@ def _add_predict_parser(commands, debug):
     predict = commands.add_parser("predict", help="the letter in each image file (PNG, JPEG, ...), idx or .npz file")
     predict.add_argument("model", metavar="MODEL", help="weights file written by fastmlp train (model.npz)")
     predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files, idx images files or .npz files")
-    predict.add_argument("--ink", choices=("auto", "light", "dark"), default="auto",
-                         help="is the letter lighter or darker than its background? (default auto: read from the "
-                              "image's border)")
+    predict.add_argument(
+        "--ink",
+        choices=("auto", "light", "dark"),
+        default="auto",
+        help="is the letter lighter or darker than its background? (default auto: read from the image's border)",
+    )
     predict.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--backend", help="backend to run the model on (default as for train)")
@@ -182,8 +217,16 @@ def _requested_backends(args):
 
 
 #: API argument -> the flag that sets it, so messages name what the user typed
-_FLAGS = {"n_hidden": "--hidden", "epochs": "--epochs", "lr": "--lr", "momentum": "--momentum",
-          "batch_size": "--batch-size", "dtype": "--dtype", "seed": "--seed", "precision": "--precision"}
+_FLAGS = {
+    "n_hidden": "--hidden",
+    "epochs": "--epochs",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "batch_size": "--batch-size",
+    "dtype": "--dtype",
+    "seed": "--seed",
+    "precision": "--precision",
+}
 
 
 def _print_error(exc, debug):
@@ -194,7 +237,7 @@ def _print_error(exc, debug):
     message = " ".join(str(exc).split()) or type(exc).__name__
     parameter = getattr(exc, "parameter", None)
     if parameter in _FLAGS and message.startswith(parameter):
-        message = _FLAGS[parameter] + message[len(parameter):]
+        message = _FLAGS[parameter] + message[len(parameter) :]
     print(f"fastmlp: error: {message}", file=sys.stderr)
 
 
@@ -206,17 +249,27 @@ def _train(args):
 
     destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite)
     check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
-    model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed,
-                precision=args.precision)
+    model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed, precision=args.precision)
     facts = model.backend_facts
     extra = ", ".join(f"{k}={v}" for k, v in facts.items() if k == "blas" or k.endswith("threads"))
-    print(f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}, "
-          f"precision {model.precision}", flush=True)
+    print(
+        f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}, precision {model.precision}",
+        flush=True,
+    )
     data = datasets.load_notmnist(args.data, dtype=args.dtype)
-    print(f"data: {data.source} (train {len(data.train[1])}, valid {len(data.valid[1])}, "
-          f"test {len(data.test[1])})", flush=True)
-    history = model.fit(*data.train, *data.valid, epochs=args.epochs, lr=args.lr, momentum=args.momentum,
-                        batch_size=args.batch_size, progress=not args.no_progress)
+    print(
+        f"data: {data.source} (train {len(data.train[1])}, valid {len(data.valid[1])}, test {len(data.test[1])})",
+        flush=True,
+    )
+    history = model.fit(
+        *data.train,
+        *data.valid,
+        epochs=args.epochs,
+        lr=args.lr,
+        momentum=args.momentum,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     report = _evaluation(model, data.test)  # evaluated once: the test accuracy and the table
     _print_results(history, report.accuracy)
     _print_table(report)
@@ -258,8 +311,9 @@ def _verdict(history, train_labels):
     if reason is None:
         return 0
     hint = "try a larger --lr or more --epochs" if history.loss_fell else "try a smaller --lr"
-    print(f"fastmlp: warning: the run failed to learn: {reason}; {hint} (exit status {EXIT_FAILED_RUN})",
-          file=sys.stderr)
+    print(
+        f"fastmlp: warning: the run failed to learn: {reason}; {hint} (exit status {EXIT_FAILED_RUN})", file=sys.stderr
+    )
     return EXIT_FAILED_RUN
 
 
@@ -299,8 +353,10 @@ def _evaluate(args):
     destination = check_destination(args.out or default_run_name("-evaluate"), overwrite=args.overwrite)
     model = MLP.load(args.model, backend=args.backend)
     data = datasets.load_notmnist(args.data, dtype=model.dtype)
-    print(f"model: {args.model} ({model.n_in} -> {model.n_hidden} -> {model.n_out}, {model.dtype}, "
-          f"{model.backend}); data: {data.source}")
+    print(
+        f"model: {args.model} ({model.n_in} -> {model.n_hidden} -> {model.n_out}, {model.dtype}, "
+        f"{model.backend}); data: {data.source}"
+    )
     report = _evaluation(model, data.test)
     _print_table(report)
     print(f"Test Loss: {report.loss:.4f}")
@@ -347,8 +403,17 @@ def _bench(args):
     from . import benchmark, plotting
 
     names, dtypes = _bench_settings(args)
-    result = benchmark.compare(names, dtypes=dtypes, precisions=args.precision, hiddens=args.hidden, n=args.n,
-                               n_valid=args.valid, epochs=args.epochs, warmup=args.warmup, peers=args.peers)
+    result = benchmark.compare(
+        names,
+        dtypes=dtypes,
+        precisions=args.precision,
+        hiddens=args.hidden,
+        n=args.n,
+        n_valid=args.valid,
+        epochs=args.epochs,
+        warmup=args.warmup,
+        peers=args.peers,
+    )
     if args.sweep:
         result["sweep"] = benchmark.sweep(names, dtype=dtypes[0])
         plotting.plot_sweep(result["sweep"], args.sweep_plot)
@@ -424,10 +489,8 @@ class _Output:
 
     def _detach(self):
         self.reader_gone = True
-        try:  # Python's own last flush at exit then has nowhere to fail
+        with contextlib.suppress(OSError, ValueError):  # Python's own last flush at exit then has nowhere to fail
             os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
-        except (OSError, ValueError):
-            pass
 
     def __getattr__(self, name):
         return getattr(self.stream, name)

@@ -35,9 +35,24 @@ from .errors import InvalidInputError, InvalidTypeError, MissingFileError, Stora
 from .memory import ensure_fits, host_memory_errors
 
 __all__ = [
-    "NotMNIST", "CLASSES", "to_features", "load_notmnist", "read_idx", "read_npz", "split", "find_data",
-    "download_sample", "SAMPLE_URL", "SAMPLE_FILES", "DATA_ENV", "CACHE_ENV", "OFFLINE_ENV", "URL_ENV",
-    "EMBEDDED_SAMPLE", "offline", "MIN_SAMPLES",
+    "NotMNIST",
+    "CLASSES",
+    "to_features",
+    "load_notmnist",
+    "read_idx",
+    "read_npz",
+    "split",
+    "find_data",
+    "download_sample",
+    "SAMPLE_URL",
+    "SAMPLE_FILES",
+    "DATA_ENV",
+    "CACHE_ENV",
+    "OFFLINE_ENV",
+    "URL_ENV",
+    "EMBEDDED_SAMPLE",
+    "offline",
+    "MIN_SAMPLES",
 ]
 
 DATA_ENV = "FASTMLP_DATA"
@@ -81,8 +96,10 @@ class NotMNIST:
     classes: tuple = CLASSES
 
     def __repr__(self):
-        return (f"NotMNIST(train={len(self.train[1])}, valid={len(self.valid[1])}, "
-                f"test={len(self.test[1])}, source={self.source!r})")
+        return (
+            f"NotMNIST(train={len(self.train[1])}, valid={len(self.valid[1])}, "
+            f"test={len(self.test[1])}, source={self.source!r})"
+        )
 
 
 # ---------------------------------------------------------------- readers
@@ -118,14 +135,13 @@ def _idx_header(handle, path, expected_ndim):
     zero, dtype_code, ndim = int.from_bytes(magic[:2], "big"), magic[2], magic[3]
     if zero != 0 or (expected_ndim is not None and ndim != expected_ndim):
         expected = f"0x0000{_IDX_UBYTE:02x}{expected_ndim:02x}" if expected_ndim else "0x000008nn"
-        raise InvalidInputError(
-            f"{path}: wrong magic number 0x{int.from_bytes(magic, 'big'):08x}, expected {expected}")
+        raise InvalidInputError(f"{path}: wrong magic number 0x{int.from_bytes(magic, 'big'):08x}, expected {expected}")
     if dtype_code != _IDX_UBYTE:
         raise InvalidInputError(f"{path}: dtype byte 0x{dtype_code:02x}, expected 0x{_IDX_UBYTE:02x} (unsigned byte)")
     dims = handle.read(4 * ndim)
     if len(dims) < 4 * ndim:
         raise InvalidInputError(f"{path}: header needs {4 + 4 * ndim} bytes, the file has {4 + len(dims)}")
-    return tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(ndim)), 4 + 4 * ndim
+    return tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim)), 4 + 4 * ndim
 
 
 def _read_idx_stream(handle, path, expected_ndim):
@@ -134,11 +150,13 @@ def _read_idx_stream(handle, path, expected_ndim):
     payload = _read_exactly(handle, expected_size)
     if len(payload) < expected_size:
         raise InvalidInputError(
-            f"{path}: payload is {len(payload)} bytes, the header's shape {shape} needs {expected_size}")
+            f"{path}: payload is {len(payload)} bytes, the header's shape {shape} needs {expected_size}"
+        )
     if handle.read(1):
         raise InvalidInputError(
             f"{path}: payload is longer than the {expected_size} bytes the header's shape {shape} declares; "
-            f"refused after reading {header + expected_size + 1} bytes (corrupt file or decompression bomb)")
+            f"refused after reading {header + expected_size + 1} bytes (corrupt file or decompression bomb)"
+        )
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
@@ -151,8 +169,10 @@ def read_idx(path, *, expected_ndim=None):
     """
     path = _check_regular_file(path)
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle, \
-                host_memory_errors(f"reading {path}"):
+        with (
+            gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle,
+            host_memory_errors(f"reading {path}"),
+        ):
             return _read_idx_stream(handle, path, expected_ndim)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InvalidInputError(f"{path} is not a readable gzip file (truncated or corrupt: {exc})") from None
@@ -170,8 +190,9 @@ def _check_pair(images, labels, source):
     if len(labels) == 0:
         raise InvalidInputError(f"{source}: the data set is empty")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 9:
-        raise InvalidInputError(f"{source}: labels must be integers 0-9, found dtype {labels.dtype} "
-                                f"in [{labels.min()}, {labels.max()}]")
+        raise InvalidInputError(
+            f"{source}: labels must be integers 0-9, found dtype {labels.dtype} in [{labels.min()}, {labels.max()}]"
+        )
 
 
 def _check_npz_sizes(path):
@@ -184,8 +205,10 @@ def _check_npz_sizes(path):
                 shape, dtype = npy_header(archive, info.filename)
                 needed = math.prod(shape) * dtype.itemsize
                 if not dtype.hasobject and info.file_size < needed:
-                    raise InvalidInputError(f"{path}: {info.filename} is truncated: {info.file_size} bytes, "
-                                            f"its shape {shape} needs {needed} bytes of data")
+                    raise InvalidInputError(
+                        f"{path}: {info.filename} is truncated: {info.file_size} bytes, "
+                        f"its shape {shape} needs {needed} bytes of data"
+                    )
                 ensure_fits(needed, f"reading {info.filename} of {path}")
     except (ValueError, EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:
         if isinstance(exc, InvalidInputError):
@@ -249,10 +272,12 @@ def _pixel_table_or_floats(images, dtype):
     uint8 (and any integer type holding 0-255) is divided by 255 like the seed; floats must already
     be in [0, 1]; anything else is refused with the offending value and its index.
     """
-    if images.dtype == np.bool_ or not (np.issubdtype(images.dtype, np.integer)
-                                        or np.issubdtype(images.dtype, np.floating)):
-        raise InvalidTypeError(f"images have dtype {images.dtype}; expected uint8 0-255 (or integers 0-255, "
-                               "or floats in [0, 1])")
+    if images.dtype == np.bool_ or not (
+        np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)
+    ):
+        raise InvalidTypeError(
+            f"images have dtype {images.dtype}; expected uint8 0-255 (or integers 0-255, or floats in [0, 1])"
+        )
     if np.issubdtype(images.dtype, np.floating):
         bad = ~((images >= 0) & (images <= 1))  # NaN is bad too
         allowed = "floats must already be scaled to [0, 1]"
@@ -272,8 +297,9 @@ def split(images, labels, *, dtype="float32"):
     """The course starter's shuffle and split -> (train, valid, test) of (X (n, 784), y int64)."""
     n = len(labels)
     if n < MIN_SAMPLES:
-        raise InvalidInputError(f"{n} images are too few to split into train / valid / test; "
-                                f"at least {MIN_SAMPLES} are needed")
+        raise InvalidInputError(
+            f"{n} images are too few to split into train / valid / test; at least {MIN_SAMPLES} are needed"
+        )
     pixels = _pixel_table_or_floats(np.asarray(images), dtype)
     order = np.arange(n)
     np.random.RandomState(_SPLIT_SEED).shuffle(order)  # = np.random.seed(521); np.random.shuffle
@@ -281,7 +307,7 @@ def split(images, labels, *, dtype="float32"):
     y = labels[order].astype(np.int64)
     n_train, n_valid = (10000, 6000) if n > 10000 else (int(0.6 * n), int(0.2 * n))
     cut = (n_train, n_train + n_valid)
-    return (X[:cut[0]], y[:cut[0]]), (X[cut[0]:cut[1]], y[cut[0]:cut[1]]), (X[cut[1]:], y[cut[1]:])
+    return (X[: cut[0]], y[: cut[0]]), (X[cut[0] : cut[1]], y[cut[0] : cut[1]]), (X[cut[1] :], y[cut[1] :])
 
 
 # ------------------------------------------------------- finding the data
@@ -293,8 +319,10 @@ def offline():
         return True
     if value in _FALSE:
         return False
-    raise InvalidInputError(f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]!r} is neither true (1, true, yes, on) "
-                            "nor false (0, false, no, off, empty)")
+    raise InvalidInputError(
+        f"{OFFLINE_ENV}={os.environ[OFFLINE_ENV]!r} is neither true (1, true, yes, on) "
+        "nor false (0, false, no, off, empty)"
+    )
 
 
 def _cache_dir():
@@ -362,13 +390,16 @@ def _read_folder(folder):
     candidates = ([npz] if npz.is_file() else []) + [images for images, _ in _idx_pairs_in(folder)]
     if not candidates:
         raise MissingFileError(
-            f"{folder} holds neither notMNIST.npz nor a *{_IMAGES_SUFFIX}[.gz] / *{_LABELS_SUFFIX}[.gz] pair")
+            f"{folder} holds neither notMNIST.npz nor a *{_IMAGES_SUFFIX}[.gz] / *{_LABELS_SUFFIX}[.gz] pair"
+        )
     chosen = candidates[0]
     images, labels = _read_file(chosen)
     source = str(chosen)
     if len(candidates) > 1:
         others = ", ".join(p.name for p in candidates[1:])
-        source += f" (the first of {len(candidates)} data sets in the folder; not used: {others}; pass --data FILE to choose)"
+        source += (
+            f" (the first of {len(candidates)} data sets in the folder; not used: {others}; pass --data FILE to choose)"
+        )
     return images, labels, source
 
 
@@ -381,7 +412,8 @@ def _read_file(source):
         return read_idx(source, expected_ndim=3), read_idx(labels_file, expected_ndim=1)
     _check_regular_file(source)
     raise InvalidInputError(
-        f"{source}: not a notMNIST file; expected notMNIST.npz or *{_IMAGES_SUFFIX}[.gz] with its labels file")
+        f"{source}: not a notMNIST file; expected notMNIST.npz or *{_IMAGES_SUFFIX}[.gz] with its labels file"
+    )
 
 
 def load_notmnist(path=None, *, dtype="float32"):

@@ -83,9 +83,12 @@ class HostMemoryError(FastMLPError, MemoryError):
             shape, dtype = getattr(exc, "shape", None), getattr(exc, "dtype", None)  # NumPy's _ArrayMemoryError
             if shape is not None and dtype is not None:
                 bytes_requested = int(math.prod(shape)) * dtype.itemsize
-        return cls(f"out of memory {doing}" + ("" if bytes_requested is None else
-                   f": {format_bytes(bytes_requested)} could not be allocated") +
-                   "; free memory, or use a smaller model or data set", bytes_requested=bytes_requested)
+        return cls(
+            f"out of memory {doing}"
+            + ("" if bytes_requested is None else f": {format_bytes(bytes_requested)} could not be allocated")
+            + "; free memory, or use a smaller model or data set",
+            bytes_requested=bytes_requested,
+        )
 
 
 def format_bytes(n):

@@ -43,11 +43,11 @@ def _ratio(numerator, denominator):
 class Report:
     """A model's predictions on labelled data and the measures computed from them."""
 
-    classes: tuple          # the name of each class, K
-    labels: np.ndarray      # (N,) true class indices
+    classes: tuple  # the name of each class, K
+    labels: np.ndarray  # (N,) true class indices
     probabilities: np.ndarray  # (N, K) the model's class probabilities
-    predicted: np.ndarray   # (N,) predicted class indices (the model's argmax)
-    loss: float             # average cross-entropy
+    predicted: np.ndarray  # (N,) predicted class indices (the model's argmax)
+    loss: float  # average cross-entropy
     confusion: np.ndarray = field(init=False)  # (K, K) counts: row = true class, column = predicted
 
     def __post_init__(self):
@@ -94,22 +94,40 @@ class Report:
         width = max(5, *(len(name) for name in self.classes))
         lines = [f"{'class':<{width}}  precision  recall      f1  support"]
         for k, name in enumerate(self.classes):
-            lines.append(f"{name:<{width}}  {self.precision[k]:9.4f}  {self.recall[k]:6.4f}  "
-                         f"{self.f1[k]:6.4f}  {self.support[k]:7d}")
-        lines.append(f"{'macro':<{width}}  {self.precision.mean():9.4f}  {self.recall.mean():6.4f}  "
-                     f"{self.f1.mean():6.4f}  {self.n:7d}")
+            lines.append(
+                f"{name:<{width}}  {self.precision[k]:9.4f}  {self.recall[k]:6.4f}  "
+                f"{self.f1[k]:6.4f}  {self.support[k]:7d}"
+            )
+        lines.append(
+            f"{'macro':<{width}}  {self.precision.mean():9.4f}  {self.recall.mean():6.4f}  "
+            f"{self.f1.mean():6.4f}  {self.n:7d}"
+        )
         return "\n".join(lines)
 
     def to_dict(self):
         """The measures as JSON-ready Python values."""
-        per_class = {name: {"precision": float(self.precision[k]), "recall": float(self.recall[k]),
-                            "f1": float(self.f1[k]), "support": int(self.support[k])}
-                     for k, name in enumerate(self.classes)}
-        return {"n": self.n, "accuracy": self.accuracy, "loss": self.loss, "classes": list(self.classes),
-                "per_class": per_class,
-                "macro": {"precision": float(self.precision.mean()), "recall": float(self.recall.mean()),
-                          "f1": float(self.f1.mean())},
-                "confusion": self.confusion.tolist()}
+        per_class = {
+            name: {
+                "precision": float(self.precision[k]),
+                "recall": float(self.recall[k]),
+                "f1": float(self.f1[k]),
+                "support": int(self.support[k]),
+            }
+            for k, name in enumerate(self.classes)
+        }
+        return {
+            "n": self.n,
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "classes": list(self.classes),
+            "per_class": per_class,
+            "macro": {
+                "precision": float(self.precision.mean()),
+                "recall": float(self.recall.mean()),
+                "f1": float(self.f1.mean()),
+            },
+            "confusion": self.confusion.tolist(),
+        }
 
 
 def evaluate(model, X, y):
@@ -118,8 +136,9 @@ def evaluate(model, X, y):
     probabilities = model.predict_proba(X)
     predicted = model.predict(X)
     loss, _ = model.evaluate(X, labels)
-    return Report(classes=tuple(model.classes), labels=labels, probabilities=probabilities,
-                  predicted=predicted, loss=loss)
+    return Report(
+        classes=tuple(model.classes), labels=labels, probabilities=probabilities, predicted=predicted, loss=loss
+    )
 
 
 def _as_images(X):
@@ -146,17 +165,24 @@ def write_report(report, folder, *, images=None, files=None, title=""):
     plotting.plot_confusion(report.confusion, report.classes, os.path.join(folder, "confusion.png"), title=title)
     if images is not None:
         shown = report.confident_mistakes()
-        plotting.plot_mistakes(_as_images(images)[shown], [report.classes[k] for k in report.labels[shown]],
-                               [report.classes[k] for k in report.predicted[shown]],
-                               report.probabilities[shown, report.predicted[shown]],
-                               os.path.join(folder, "mistakes.png"), title=title)
-        written["mistakes.png"] = (f"the {len(shown)} most confidently wrong images: true letter -> predicted "
-                                   "letter and its probability")
+        plotting.plot_mistakes(
+            _as_images(images)[shown],
+            [report.classes[k] for k in report.labels[shown]],
+            [report.classes[k] for k in report.predicted[shown]],
+            report.probabilities[shown, report.predicted[shown]],
+            os.path.join(folder, "mistakes.png"),
+            title=title,
+        )
+        written["mistakes.png"] = (
+            f"the {len(shown)} most confidently wrong images: true letter -> predicted letter and its probability"
+        )
     written["summary.json"] = "every number of this summary, machine-readable"
     written["summary.txt"] = "this file"
     listing = {**(files or {}), **written}
-    write_text(os.path.join(folder, "summary.json"),
-               json.dumps({"title": title, **report.to_dict(), "files": listing}, indent=1) + "\n")
+    write_text(
+        os.path.join(folder, "summary.json"),
+        json.dumps({"title": title, **report.to_dict(), "files": listing}, indent=1) + "\n",
+    )
     write_text(os.path.join(folder, "summary.txt"), _summary_text(report, listing, title))
     return list(written)
 
@@ -164,8 +190,13 @@ def write_report(report, folder, *, images=None, files=None, title=""):
 def _summary_text(report, listing, title):
     lines = [title] if title else []
     correct = int(np.trace(report.confusion))
-    lines += [f"accuracy {report.accuracy:.4f} ({correct} of {report.n}), loss {report.loss:.4f}", "",
-              report.table(), "", "files:"]
+    lines += [
+        f"accuracy {report.accuracy:.4f} ({correct} of {report.n}), loss {report.loss:.4f}",
+        "",
+        report.table(),
+        "",
+        "files:",
+    ]
     width = max(len(name) for name in listing)
     lines += [f"  {name:<{width}}  {description}" for name, description in listing.items()]
     return "\n".join(lines) + "\n"

@@ -26,8 +26,14 @@ from pathlib import Path
 
 from .errors import StorageError
 
-__all__ = ["atomic_write", "write_text", "check_destination", "check_file_destination", "run_folder",
-           "default_run_name"]
+__all__ = [
+    "atomic_write",
+    "write_text",
+    "check_destination",
+    "check_file_destination",
+    "run_folder",
+    "default_run_name",
+]
 
 #: signals whose handlers could interrupt a rename or a clean-up half-way
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -84,12 +90,13 @@ def atomic_write(path, write):
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc.strerror or exc}; the existing file (if any) is unchanged") from exc
+        raise StorageError(
+            f"cannot write {path}: {exc.strerror or exc}; the existing file (if any) is unchanged"
+        ) from exc
     finally:
         if tmp_name is not None:
-            with _signals_deferred():
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
+            with _signals_deferred(), contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
 
 
 def write_text(path, text):
@@ -125,8 +132,10 @@ def check_destination(destination, *, overwrite=False, name="--out"):
         if not path.is_dir():
             raise StorageError(f"{name} {destination}: {path} exists and is not a folder; choose another path")
         if not overwrite and any(path.iterdir()):
-            raise StorageError(f"{name} {destination}: the folder {path} already holds files; choose another "
-                               "path, or pass --overwrite to replace it as a whole")
+            raise StorageError(
+                f"{name} {destination}: the folder {path} already holds files; choose another "
+                "path, or pass --overwrite to replace it as a whole"
+            )
         existing = path.parent
     elif not existing.is_dir():
         raise StorageError(f"{name} {destination}: {existing} is a file, so {path} cannot be created inside it")
@@ -134,8 +143,9 @@ def check_destination(destination, *, overwrite=False, name="--out"):
         with _signals_deferred():
             os.rmdir(_make_temporary(existing, "probe"))
     except OSError as exc:
-        raise StorageError(f"{name} {destination}: cannot create a folder in {existing} "
-                           f"({exc.strerror or exc}); choose another path") from None
+        raise StorageError(
+            f"{name} {destination}: cannot create a folder in {existing} ({exc.strerror or exc}); choose another path"
+        ) from None
     return path
 
 
@@ -231,5 +241,7 @@ def run_folder(destination, *, overwrite=False):
                     os.rmdir(folder)
         raise
     if final != path:
-        raise StorageError(f"{path} was filled by another run while this one worked; "
-                           f"this run's results were written to {final} instead")
+        raise StorageError(
+            f"{path} was filled by another run while this one worked; "
+            f"this run's results were written to {final} instead"
+        )

@@ -44,12 +44,12 @@ __all__ = ["read_image", "read_inputs", "predict_files", "Prediction", "INK_CHOI
 
 #: how ``read_image`` decides which of ink and background is which
 INK_CHOICES = ("auto", "light", "dark")
-SIDE = 28                 # the data's images are SIDE x SIDE
-BORDER_AGREEMENT = 0.9    # auto polarity: this fraction of the border on one side of the middle grey
-MIN_CONTRAST = 32         # grey levels between the darkest and lightest pixel, at least
-INK_LEVEL = 32            # a pixel this far above the background (of 255) is part of the letter
+SIDE = 28  # the data's images are SIDE x SIDE
+BORDER_AGREEMENT = 0.9  # auto polarity: this fraction of the border on one side of the middle grey
+MIN_CONTRAST = 32  # grey levels between the darkest and lightest pixel, at least
+INK_LEVEL = 32  # a pixel this far above the background (of 255) is part of the letter
 MAX_WIDTH_PER_HEIGHT = 2.0
-MIN_LETTER_PIXELS = 8     # the letter's box, longer side
+MIN_LETTER_PIXELS = 8  # the letter's box, longer side
 
 
 def _open_grey(path):
@@ -67,7 +67,9 @@ def _open_grey(path):
             with Image.open(path) as image:
                 return _grey_levels(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
-        raise InvalidInputError(f"{path} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)") from None
+        raise InvalidInputError(
+            f"{path} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+        ) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise InvalidInputError(f"{path} is too large to be a letter ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
@@ -100,7 +102,8 @@ def _ink_is_light(grey, ink, path):
     raise InvalidInputError(
         f"{path}: cannot tell the letter from the background: {light:.0%} of the image's border is light "
         f"and {1 - light:.0%} dark (the letter may touch the edges); say which the ink is with "
-        "--ink light or --ink dark (ink='light' / 'dark')")
+        "--ink light or --ink dark (ink='light' / 'dark')"
+    )
 
 
 def _letter_box(levels, path):
@@ -109,11 +112,14 @@ def _letter_box(levels, path):
     columns = np.flatnonzero((levels >= INK_LEVEL).any(axis=0))
     height, width = rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1
     if max(height, width) < MIN_LETTER_PIXELS:
-        raise InvalidInputError(f"{path}: the letter is only {width} x {height} pixels; draw it at least "
-                                f"{MIN_LETTER_PIXELS} pixels tall")
+        raise InvalidInputError(
+            f"{path}: the letter is only {width} x {height} pixels; draw it at least {MIN_LETTER_PIXELS} pixels tall"
+        )
     if width > MAX_WIDTH_PER_HEIGHT * height:
-        raise InvalidInputError(f"{path}: the ink is {width} pixels wide and {height} tall; one letter A-J is "
-                                f"at most {MAX_WIDTH_PER_HEIGHT:g} times as wide as tall (is it a word?)")
+        raise InvalidInputError(
+            f"{path}: the ink is {width} pixels wide and {height} tall; one letter A-J is "
+            f"at most {MAX_WIDTH_PER_HEIGHT:g} times as wide as tall (is it a word?)"
+        )
     return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
 
 
@@ -126,8 +132,10 @@ def read_image(path, *, ink="auto"):
     grey = _open_grey(path)
     low, high = int(grey.min()), int(grey.max())
     if high - low < MIN_CONTRAST:
-        raise InvalidInputError(f"{path}: the image is blank (grey levels {low}-{high} only; "
-                                f"a letter needs {MIN_CONTRAST} or more levels of contrast)")
+        raise InvalidInputError(
+            f"{path}: the image is blank (grey levels {low}-{high} only; "
+            f"a letter needs {MIN_CONTRAST} or more levels of contrast)"
+        )
     if not _ink_is_light(grey, ink, path):
         grey, low, high = 255 - grey, 255 - high, 255 - low
     levels = np.rint((grey.astype(np.float64) - low) * (255 / (high - low))).astype(np.uint8)
@@ -144,8 +152,10 @@ def _read_image_set(path, kind):
     if images.ndim == 2:  # (n, 784) rows, as read_npz allows
         images = images.reshape(len(images), SIDE, SIDE) if images.shape[1] == SIDE * SIDE else images
     if images.shape[1:] != (SIDE, SIDE) or images.dtype != np.uint8:
-        raise InvalidInputError(f"{path}: images have shape {images.shape} and dtype {images.dtype}; "
-                                f"expected (n, {SIDE}, {SIDE}) uint8 like notMNIST")
+        raise InvalidInputError(
+            f"{path}: images have shape {images.shape} and dtype {images.dtype}; "
+            f"expected (n, {SIDE}, {SIDE}) uint8 like notMNIST"
+        )
     return images
 
 
@@ -200,8 +210,12 @@ class Prediction:
         return f"{self.source}: {self.letter} {self.probability:.3f}" + (f"  (next: {rest})" if rest else "")
 
     def to_dict(self):
-        return {"file": self.source, "letter": self.letter, "probability": self.probability,
-                "next": [{"letter": name, "probability": p} for name, p in self.ranked[1:]]}
+        return {
+            "file": self.source,
+            "letter": self.letter,
+            "probability": self.probability,
+            "next": [{"letter": name, "probability": p} for name, p in self.ranked[1:]],
+        }
 
 
 def predict_files(model, paths, *, ink="auto", top=3):
@@ -211,5 +225,7 @@ def predict_files(model, paths, *, ink="auto", top=3):
     names, images = read_inputs(paths, ink=ink)
     probabilities = model.predict_proba(to_features(images, model.dtype))  # (n, K)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
-    return [Prediction(name, [(model.classes[k], float(row[k])) for k in ranks])
-            for name, row, ranks in zip(names, probabilities, order)]
+    return [
+        Prediction(name, [(model.classes[k], float(row[k])) for k in ranks])
+        for name, row, ranks in zip(names, probabilities, order, strict=True)
+    ]

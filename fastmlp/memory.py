@@ -26,7 +26,9 @@ def ensure_fits(nbytes, doing):
     if total is not None and nbytes > total:
         raise HostMemoryError(
             f"{doing} needs {format_bytes(nbytes)}, more than this machine's {format_bytes(total)} of "
-            "memory; use a smaller model or data set", bytes_requested=nbytes)
+            "memory; use a smaller model or data set",
+            bytes_requested=nbytes,
+        )
 
 
 @contextlib.contextmanager

@@ -11,8 +11,15 @@ from .backends import configure, get_backend
 from .errors import InvalidInputError
 from .memory import ensure_fits, host_memory_errors
 from .optim import INITIAL_VELOCITY
-from .validation import (check_classes, check_dtype, check_features, check_hyperparameters, check_labels,
-                         check_layout, check_params)
+from .validation import (
+    check_classes,
+    check_dtype,
+    check_features,
+    check_hyperparameters,
+    check_labels,
+    check_layout,
+    check_params,
+)
 
 __all__ = ["MLP"]
 
@@ -34,8 +41,19 @@ class MLP:
     ``FASTMLP_CUDA_GRAPHS=0``), False never, True requires a backend that can.
     """
 
-    def __init__(self, n_in=784, n_hidden=1000, n_out=10, *, backend=None, dtype="float32", seed=0, classes=None,
-                 precision="float32", cuda_graphs=None):
+    def __init__(
+        self,
+        n_in=784,
+        n_hidden=1000,
+        n_out=10,
+        *,
+        backend=None,
+        dtype="float32",
+        seed=0,
+        classes=None,
+        precision="float32",
+        cuda_graphs=None,
+    ):
         n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", parameter="seed")
@@ -46,13 +64,14 @@ class MLP:
         with host_memory_errors(doing):  # drawn in float64 on the host, then cast
             host_params = model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
             self._setup(host_params, backend, dtype, classes, precision, cuda_graphs)
-        self.seed = int(seed)
+        self.seed: int | None = int(seed)
 
     def _setup(self, host_params, backend, dtype, classes, precision="float32", cuda_graphs=None):
         self._backend = get_backend(backend)
         self.dtype = dtype
-        self.precision, self.cuda_graphs = configure(self._backend, dtype=dtype, precision=precision,
-                                                     cuda_graphs=cuda_graphs)
+        self.precision, self.cuda_graphs = configure(
+            self._backend, dtype=dtype, precision=precision, cuda_graphs=cuda_graphs
+        )
         self.n_in, self.n_hidden = host_params["W1"].shape
         self.n_out = host_params["W2"].shape[1]
         self.classes = classes  # the name of each output, e.g. ("A", ..., "J")
@@ -92,8 +111,10 @@ class MLP:
 
     def __repr__(self):
         precision = f", precision={self.precision!r}" if self.precision != "float32" else ""
-        return (f"MLP({self.n_in}, {self.n_hidden}, {self.n_out}, backend={self.backend!r}, "
-                f"dtype={self.dtype!r}{precision})")
+        return (
+            f"MLP({self.n_in}, {self.n_hidden}, {self.n_out}, backend={self.backend!r}, "
+            f"dtype={self.dtype!r}{precision})"
+        )
 
     # ---------------------------------------------------------- pickling
     def __getstate__(self):
@@ -119,8 +140,20 @@ class MLP:
         self.__dict__.update(state, _backend=backend)
 
     # --------------------------------------------------------- training
-    def fit(self, X, y, X_valid=None, y_valid=None, *, epochs=200, lr=0.1, momentum=0.9,
-            batch_size=None, progress=False, shuffle_seed=None):
+    def fit(
+        self,
+        X,
+        y,
+        X_valid=None,
+        y_valid=None,
+        *,
+        epochs=200,
+        lr=0.1,
+        momentum=0.9,
+        batch_size=None,
+        progress=False,
+        shuffle_seed=None,
+    ):
         """Train; returns a :class:`~fastmlp.train.History` (also kept as ``history_``).
 
         ``y`` holds integer labels or a one-hot matrix. ``batch_size=None`` is full-batch
@@ -130,7 +163,8 @@ class MLP:
         and the model keeps the last weights whose training loss was finite.
         """
         epochs, lr, momentum, batch_size = check_hyperparameters(
-            epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size)
+            epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size
+        )
         X_host = check_features(X, self.dtype, n_features=self.n_in)
         labels_host = check_labels(y, self.n_out, n_samples=len(X_host))
         if (X_valid is None) != (y_valid is None):
@@ -140,9 +174,18 @@ class MLP:
             y_valid = check_labels(y_valid, self.n_out, n_samples=len(X_valid), name="y_valid")
         backend = self._backend
         try:
-            history = self._fit_on_device(X_host, labels_host, X_valid, y_valid, epochs=epochs, lr=lr,
-                                          momentum=momentum, batch_size=batch_size, progress=progress,
-                                          shuffle_seed=shuffle_seed)
+            history = self._fit_on_device(
+                X_host,
+                labels_host,
+                X_valid,
+                y_valid,
+                epochs=epochs,
+                lr=lr,
+                momentum=momentum,
+                batch_size=batch_size,
+                progress=progress,
+                shuffle_seed=shuffle_seed,
+            )
         except MemoryError as exc:
             error = backend.out_of_memory(exc)
             if error is exc:
@@ -151,8 +194,9 @@ class MLP:
         self.history_ = history
         return history
 
-    def _fit_on_device(self, X_host, labels_host, X_valid, labels_valid, *, epochs, lr, momentum, batch_size,
-                       progress, shuffle_seed):
+    def _fit_on_device(
+        self, X_host, labels_host, X_valid, labels_valid, *, epochs, lr, momentum, batch_size, progress, shuffle_seed
+    ):
         """fit's work after the checks: copy to the device once, then run the epochs."""
         backend = self._backend
         Xv_dev = lv_dev = None
@@ -169,8 +213,18 @@ class MLP:
         try:
             with backend.quiet_overflow():  # divergence is reported by run_epochs itself
                 return train.run_epochs(
-                    state, X_dev, labels_dev, Xv_dev, lv_dev, epochs=epochs, lr=lr, momentum=momentum,
-                    batch_size=batch_size, rng=rng, progress=progress)
+                    state,
+                    X_dev,
+                    labels_dev,
+                    Xv_dev,
+                    lv_dev,
+                    epochs=epochs,
+                    lr=lr,
+                    momentum=momentum,
+                    batch_size=batch_size,
+                    rng=rng,
+                    progress=progress,
+                )
         finally:
             self._params, self._velocities = state.params, state.velocities
 
@@ -213,9 +267,11 @@ class MLP:
         """Write the parameters to ``path`` (npz without pickle), atomically."""
         from . import __version__
 
-        weights.save_weights(path, self.params,
-                             extra_metadata={"fastmlp_version": __version__, "classes": list(self.classes),
-                                             "precision": self.precision})
+        weights.save_weights(
+            path,
+            self.params,
+            extra_metadata={"fastmlp_version": __version__, "classes": list(self.classes), "precision": self.precision},
+        )
 
     @classmethod
     def load(cls, path, *, backend=None, precision="float32", cuda_graphs=None):
@@ -225,5 +281,11 @@ class MLP:
         The file records the precision it was trained with (``weights.load_weights`` returns it in
         the metadata); the loaded model computes in ``precision``."""
         params, metadata = weights.load_weights(path)  # checked there by the same rule as from_params
-        return cls.from_params(params, backend=backend, dtype=metadata["dtype"], classes=metadata.get("classes"),
-                               precision=precision, cuda_graphs=cuda_graphs)
+        return cls.from_params(
+            params,
+            backend=backend,
+            dtype=metadata["dtype"],
+            classes=metadata.get("classes"),
+            precision=precision,
+            cuda_graphs=cuda_graphs,
+        )

@@ -30,8 +30,8 @@ def init_params(n_in, n_hidden, n_out, *, seed=0, dtype="float32"):
     Draws in float64 with ``numpy.random.default_rng(seed)`` (W1 first), then casts to ``dtype``.
     """
     rng = np.random.default_rng(seed)
-    W1 = rng.normal(0.0, math.sqrt(2.0 / (n_in + n_out)), size=(n_in, n_hidden))      # D×H
-    W2 = rng.normal(0.0, math.sqrt(2.0 / (n_hidden + 1)), size=(n_hidden, n_out))     # H×K
+    W1 = rng.normal(0.0, math.sqrt(2.0 / (n_in + n_out)), size=(n_in, n_hidden))  # D×H
+    W2 = rng.normal(0.0, math.sqrt(2.0 / (n_hidden + 1)), size=(n_hidden, n_out))  # H×K
     params = {"W1": W1, "b1": np.zeros(n_hidden), "W2": W2, "b2": np.zeros(n_out)}
     return {name: params[name].astype(dtype) for name in PARAM_NAMES}
 
@@ -41,23 +41,23 @@ def forward(backend, params, X, *, workspace=None):
 
     ``workspace`` names a reusable buffer for the N×H activation (training loop only).
     """
-    A1 = backend.hidden_layer(X, params["W1"], params["b1"], workspace=workspace)   # N×H
-    S2 = backend.affine(A1, params["W2"], params["b2"])                           # N×K
+    A1 = backend.hidden_layer(X, params["W1"], params["b1"], workspace=workspace)  # N×H
+    S2 = backend.affine(A1, params["W2"], params["b2"])  # N×K
     return S2, (X, A1)
 
 
 def backward(backend, params, cache, d2):
     """Gradients {W1, b1, W2, b2} from d2 = dL/dS2 (N, K). May overwrite the cached A1."""
     X, A1 = cache
-    dW2, db2, d1, db1 = backend.hidden_backward(A1, d2, params["W2"])   # H×K, K, N×H, H
-    dW1 = backend.matmul(X.T, d1, workspace="dW1")                       # D×H
+    dW2, db2, d1, db1 = backend.hidden_backward(A1, d2, params["W2"])  # H×K, K, N×H, H
+    dW1 = backend.matmul(X.T, d1, workspace="dW1")  # D×H
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
 def loss_and_grads(backend, params, X, labels, *, workspace=None):
     """(loss, accuracy, gradients) of the average cross-entropy on (X, labels)."""
     S2, cache = forward(backend, params, X, workspace=workspace)
-    loss, acc, d2 = backend.softmax_xent_grad(S2, labels)   # d2 = (P - Y) / N, N×K
+    loss, acc, d2 = backend.softmax_xent_grad(S2, labels)  # d2 = (P - Y) / N, N×K
     return loss, acc, backward(backend, params, cache, d2)
 
 

@@ -28,5 +28,6 @@ def update(backend, params, velocities, grads, lr, momentum):
     new_params, new_velocities = {}, {}
     for name in params:
         new_params[name], new_velocities[name] = backend.momentum_update(
-            params[name], velocities[name], grads[name], lr, momentum)
+            params[name], velocities[name], grads[name], lr, momentum
+        )
     return new_params, new_velocities

@@ -10,8 +10,18 @@ import numpy as np
 
 from .files import atomic_write
 
-__all__ = ["plot_curves", "plot_bars", "plot_sweep", "plot_confusion", "plot_mistakes", "save_figure",
-           "CONFUSION_SIZE", "MISTAKES_SIZE", "MISTAKES_ROWS", "MISTAKES_COLUMNS"]
+__all__ = [
+    "plot_curves",
+    "plot_bars",
+    "plot_sweep",
+    "plot_confusion",
+    "plot_mistakes",
+    "save_figure",
+    "CONFUSION_SIZE",
+    "MISTAKES_SIZE",
+    "MISTAKES_ROWS",
+    "MISTAKES_COLUMNS",
+]
 
 #: size in inches of confusion.png and mistakes.png (100 dots per inch)
 CONFUSION_SIZE = (11.0, 5.2)
@@ -64,11 +74,23 @@ def plot_bars(result, path):
                 medians.append(config["backends"][name]["median_s"])
                 floors.append(config["backends"][name]["floor_median_s"])
         axes.bar(xs, medians, width=width, label=name)
-        axes.scatter(xs, floors, marker="_", s=300, color="black", zorder=3,
-                     label="three large products alone" if i == 0 else None)
-    axes.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(configs))],
-                    [f"{c['dtype']}{'/' + c['precision'] if c.get('precision', 'float32') != 'float32' else ''}"
-                     f"\nN={c['n']} H={c['hidden']}" for c in configs])
+        axes.scatter(
+            xs,
+            floors,
+            marker="_",
+            s=300,
+            color="black",
+            zorder=3,
+            label="three large products alone" if i == 0 else None,
+        )
+    axes.set_xticks(
+        [j + width * (len(names) - 1) / 2 for j in range(len(configs))],
+        [
+            f"{c['dtype']}{'/' + c['precision'] if c.get('precision', 'float32') != 'float32' else ''}"
+            f"\nN={c['n']} H={c['hidden']}"
+            for c in configs
+        ],
+    )
     axes.set_ylabel("seconds per epoch (median)")
     axes.set_title("fastmlp: epoch time by backend")
     axes.legend()
@@ -111,8 +133,7 @@ def _confusion_panel(axes, matrix, classes, title, fmt):
     axes.set_title(title)
     for (row, column), value in np.ndenumerate(matrix):
         light = value > 0.5 * matrix.max()
-        axes.text(column, row, fmt(value), ha="center", va="center", fontsize=7,
-                  color="white" if light else "black")
+        axes.text(column, row, fmt(value), ha="center", va="center", fontsize=7, color="white" if light else "black")
 
 
 def plot_confusion(confusion, classes, path, *, title=""):
@@ -125,8 +146,13 @@ def plot_confusion(confusion, classes, path, *, title=""):
     figure = Figure(figsize=CONFUSION_SIZE, dpi=100, layout="constrained")
     counts_axes, rows_axes = figure.subplots(1, 2)
     _confusion_panel(counts_axes, confusion, classes, "counts", lambda v: f"{v:d}")
-    _confusion_panel(rows_axes, normalised, classes, "fraction of each true letter (rows sum to 1)",
-                     lambda v: f"{v:.2f}".lstrip("0") if v < 1 else "1")
+    _confusion_panel(
+        rows_axes,
+        normalised,
+        classes,
+        "fraction of each true letter (rows sum to 1)",
+        lambda v: f"{v:.2f}".lstrip("0") if v < 1 else "1",
+    )
     if title:
         figure.suptitle(title)
     save_figure(figure, path)
@@ -146,9 +172,15 @@ def plot_mistakes(images, true_names, predicted_names, probabilities, path, *, t
     for index, image in enumerate(images[: MISTAKES_ROWS * MISTAKES_COLUMNS]):
         row, column = divmod(index, MISTAKES_COLUMNS)
         top, left = row * cell_height + 10, column * cell_width + 2
-        canvas[top: top + side, left: left + side] = image
-        axes.text(left + side / 2, top - 2, f"{true_names[index]} \u2192 {predicted_names[index]} "
-                  f"{probabilities[index]:.2f}", ha="center", va="bottom", fontsize=9)
+        canvas[top : top + side, left : left + side] = image
+        axes.text(
+            left + side / 2,
+            top - 2,
+            f"{true_names[index]} \u2192 {predicted_names[index]} {probabilities[index]:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
     axes.imshow(canvas, cmap=_grey_map(), vmin=0, vmax=1, interpolation="nearest")
     axes.set_axis_off()
     if len(images) == 0:

@@ -63,8 +63,20 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     ``history_`` (its :class:`~fastmlp.History`).
     """
 
-    def __init__(self, hidden=1000, *, epochs=200, lr=0.1, momentum=0.9, batch_size=None,
-                 validation_fraction=None, backend=None, dtype="float32", seed=0, n_threads=None):
+    def __init__(
+        self,
+        hidden=1000,
+        *,
+        epochs=200,
+        lr=0.1,
+        momentum=0.9,
+        batch_size=None,
+        validation_fraction=None,
+        backend=None,
+        dtype="float32",
+        seed=0,
+        n_threads=None,
+    ):
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr
@@ -109,33 +121,41 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise InvalidInputError(
                 f"classes={list(np.unique(classes))} differs from the classes of the first partial_fit "
-                f"call, {list(self.classes_)}; call fit to start again with new classes")
+                f"call, {list(self.classes_)}; call fit to start again with new classes"
+            )
         labels = _labels_in(self.classes_, y)
         self._train(X, labels, None, None, epochs=1)
         _extend(self.history_, self.model_.history_)
         return self
 
     def _new_model(self, n_features):
-        return MLP(n_features, self.hidden, len(self.classes_), backend=self.backend, dtype=self.dtype,
-                   seed=self.seed)
+        return MLP(n_features, self.hidden, len(self.classes_), backend=self.backend, dtype=self.dtype, seed=self.seed)
 
     def _split(self, X, labels):
         """(X_train, labels_train, X_valid, labels_valid): the held-out part is None without a split."""
         fraction = self.validation_fraction
         if fraction is None:
             return X, labels, None, None
-        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < fraction < 1:
-            raise InvalidInputError(
-                f"validation_fraction must be None or a number in (0, 1), got {fraction!r}")
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 < float(fraction) < 1:
+            raise InvalidInputError(f"validation_fraction must be None or a number in (0, 1), got {fraction!r}")
         X_train, X_valid, labels_train, labels_valid = train_test_split(
-            X, labels, test_size=fraction, random_state=self.seed, stratify=labels)
+            X, labels, test_size=fraction, random_state=self.seed, stratify=labels
+        )
         return X_train, labels_train, X_valid, labels_valid
 
     def _train(self, X, labels, X_valid, labels_valid, *, epochs):
         """model_.fit with every thread pool of the backend limited to :meth:`_thread_count`."""
         with get_backend(self.model_.backend).limit_threads(self._thread_count()):
-            self.model_.fit(X, labels, X_valid, labels_valid, epochs=epochs, lr=self.lr,
-                            momentum=self.momentum, batch_size=self.batch_size)
+            self.model_.fit(
+                X,
+                labels,
+                X_valid,
+                labels_valid,
+                epochs=epochs,
+                lr=self.lr,
+                momentum=self.momentum,
+                batch_size=self.batch_size,
+            )
 
     def _thread_count(self):
         """``n_threads``, else the BLAS thread count this process already has (joblib and Dask workers
@@ -167,7 +187,8 @@ def _encode_labels(y):
     if len(classes) < 2:
         raise InvalidInputError(
             f"the classifier needs at least 2 classes in y, got 1 class ({classes[0].item()!r}); "
-            "a network with one output has nothing to learn")
+            "a network with one output has nothing to learn"
+        )
     return classes, labels.reshape(-1).astype(np.int64)
 
 
@@ -179,7 +200,8 @@ def _labels_in(classes, y):
     if unknown.any():
         raise InvalidInputError(
             f"y holds labels that were not in classes at the first partial_fit call: "
-            f"{sorted(set(np.asarray(y)[unknown].tolist()))[:5]}; known classes are {list(classes)}")
+            f"{sorted(set(np.asarray(y)[unknown].tolist()))[:5]}; known classes are {list(classes)}"
+        )
     return indices.astype(np.int64)
 
 
@@ -198,4 +220,4 @@ def expected_failed_checks(estimator):
 
 
 #: check name -> why MLPClassifier does not pass it
-_EXPECTED_FAILURES = {}
+_EXPECTED_FAILURES: dict[str, str] = {}

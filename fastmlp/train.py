@@ -30,8 +30,16 @@ from .errors import DivergenceError
 #: a final training accuracy within this of the most common class's share counts as chance
 CHANCE_MARGIN = 0.01
 
-__all__ = ["History", "TrainingState", "gradient_step", "epoch_step", "snapshot_epoch_step", "metrics_step",
-           "full_batch_epoch", "run_epochs"]
+__all__ = [
+    "History",
+    "TrainingState",
+    "gradient_step",
+    "epoch_step",
+    "snapshot_epoch_step",
+    "metrics_step",
+    "full_batch_epoch",
+    "run_epochs",
+]
 
 
 @dataclass
@@ -85,7 +93,9 @@ class History:
         if not self.loss_fell:
             return f"the final training loss {loss:.4g} is not below the initial {self.initial_loss:.4g}"
         if acc <= chance_accuracy + CHANCE_MARGIN:
-            return f"the final training accuracy {acc:.4f} is at chance (the most common class is {chance_accuracy:.4f})"
+            return (
+                f"the final training accuracy {acc:.4f} is at chance (the most common class is {chance_accuracy:.4f})"
+            )
         return None
 
     def to_csv(self):
@@ -103,7 +113,7 @@ class TrainingState:
 
     def __init__(self, backend, params, velocities):
         self.backend = backend
-        self.params = params          # {name: backend array}
+        self.params = params  # {name: backend array}
         self.velocities = velocities  # {name: backend array}
         self._steps = {}
 
@@ -114,7 +124,8 @@ class TrainingState:
         key = (step, tuple(donate), tuple(sorted(static.items())))
         if key not in self._steps:
             self._steps[key] = self.backend.compile_step(
-                functools.partial(step, self.backend, **static), donate=tuple(donate))
+                functools.partial(step, self.backend, **static), donate=tuple(donate)
+            )
         return self._steps[key]
 
     def snapshot(self, into=None):
@@ -124,8 +135,10 @@ class TrainingState:
     def empty_snapshot(self):
         """Buffers shaped like a snapshot, for :func:`snapshot_epoch_step` to copy into."""
         full = self.backend.full
-        return ({k: full(v.shape, 0, v.dtype) for k, v in self.params.items()},
-                {k: full(v.shape, 0, v.dtype) for k, v in self.velocities.items()})
+        return (
+            {k: full(v.shape, 0, v.dtype) for k, v in self.params.items()},
+            {k: full(v.shape, 0, v.dtype) for k, v in self.velocities.items()},
+        )
 
     def restore(self, snapshot):
         params, velocities = snapshot
@@ -158,7 +171,8 @@ def epoch_step(backend, params, velocities, X, labels, X_valid, labels_valid, lr
     loss and accuracy of the weights before the update and, with a validation set, the
     validation loss and accuracy after it."""
     params, velocities, loss, acc = gradient_step(
-        backend, params, velocities, X, labels, lr, momentum, workspace="train_hidden")
+        backend, params, velocities, X, labels, lr, momentum, workspace="train_hidden"
+    )
     metrics = [loss, acc]
     if X_valid is not None:
         metrics += model.evaluate(backend, params, X_valid, labels_valid, workspace="valid_hidden")
@@ -177,8 +191,10 @@ def snapshot_epoch_step(backend, snapshot, params, velocities, X, labels, X_vali
 def _copy_weights(backend, params, velocities, into=None):
     """(copies of params, copies of velocities), written into ``into``'s buffers where the backend can."""
     into = into or ({}, {})
-    return ({k: backend.copy(v, into[0].get(k)) for k, v in params.items()},
-            {k: backend.copy(v, into[1].get(k)) for k, v in velocities.items()})
+    return (
+        {k: backend.copy(v, into[0].get(k)) for k, v in params.items()},
+        {k: backend.copy(v, into[1].get(k)) for k, v in velocities.items()},
+    )
 
 
 def metrics_step(backend, params, X, labels, X_valid, labels_valid):
@@ -214,7 +230,8 @@ def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, m
     into = snapshot_into if snapshot_into is not None else state.empty_snapshot()
     step = state.compiled(snapshot_epoch_step, donate=UPDATED)
     before, state.params, state.velocities, metrics = step(
-        into, state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum)
+        into, state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum
+    )
     return before, _to_host(state.backend, metrics)
 
 
@@ -238,7 +255,7 @@ class _Progress:
     def update(self, history):
         if self.bar is None:
             return
-        postfix = {}
+        postfix: dict[str, str] = {}
         i = history.epochs - 1  # the last epoch with training metrics
         if i >= 0:
             postfix.update(loss=f"{history.train_loss[i]:.4f}", acc=f"{history.train_acc[i]:.4f}")
@@ -280,12 +297,17 @@ class _DivergenceGuard:
 
     def error(self, epoch, loss, history):
         """The :class:`DivergenceError` for a rejected ``loss`` of the weights after ``epoch``."""
-        why = "not finite" if not math.isfinite(loss) else (
-            f"above {self.limit:.3g}, {self.FACTOR:g} x the larger of the initial loss and log K")
+        why = (
+            "not finite"
+            if not math.isfinite(loss)
+            else (f"above {self.limit:.3g}, {self.FACTOR:g} x the larger of the initial loss and log K")
+        )
         if epoch == 0:
             where = f"the initial weights give a training loss of {loss:.6g} ({why})"
         else:
-            where = f"training diverged at epoch {epoch}: the training loss of its updated weights is {loss:.6g} ({why})"
+            where = (
+                f"training diverged at epoch {epoch}: the training loss of its updated weights is {loss:.6g} ({why})"
+            )
         if self.last_accepted is None:
             last = "no loss was accepted"
         else:
@@ -293,8 +315,11 @@ class _DivergenceGuard:
             last = f"the last accepted loss was {self.last_accepted[1]:.6g} ({when})"
         return DivergenceError(
             f"{where}, lr={self.lr:g}; {last}. The model keeps those weights; try a smaller learning rate (--lr)",
-            epoch=epoch, lr=self.lr, last_accepted_loss=None if self.last_accepted is None else self.last_accepted[1],
-            history=history)
+            epoch=epoch,
+            lr=self.lr,
+            last_accepted_loss=None if self.last_accepted is None else self.last_accepted[1],
+            history=history,
+        )
 
 
 class _Recorder:
@@ -337,8 +362,9 @@ def _full_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, mo
     accepted = spare = None  # the last accepted weights; a snapshot whose buffers can be reused
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        pending, host = full_batch_epoch(state, X, labels, X_valid, labels_valid,
-                                         lr=lr, momentum=momentum, snapshot_into=spare)
+        pending, host = full_batch_epoch(
+            state, X, labels, X_valid, labels_valid, lr=lr, momentum=momentum, snapshot_into=spare
+        )
         # host[:2] are the metrics of the weights before this update, i.e. after epoch - 1
         record.train_metrics(epoch - 1, host[:2], restore_to=accepted or pending)
         spare, accepted = accepted, pending
@@ -368,8 +394,20 @@ def _mini_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, mo
         record.valid_metrics(host[2:], time.perf_counter() - start)
 
 
-def run_epochs(state, X, labels, X_valid=None, labels_valid=None, *, epochs, lr, momentum,
-               batch_size=None, rng=None, progress=False):
+def run_epochs(
+    state,
+    X,
+    labels,
+    X_valid=None,
+    labels_valid=None,
+    *,
+    epochs,
+    lr,
+    momentum,
+    batch_size=None,
+    rng=None,
+    progress=False,
+):
     """Train ``state`` in place for ``epochs`` epochs; returns the :class:`History`.
 
     X (N, D) and labels (N,) are backend arrays already on the device. ``batch_size=None`` is
@@ -383,10 +421,20 @@ def run_epochs(state, X, labels, X_valid=None, labels_valid=None, *, epochs, lr,
         if batch_size is None or batch_size >= X.shape[0]:
             _full_batch_loop(record, X, labels, X_valid, labels_valid, epochs=epochs, lr=lr, momentum=momentum)
         else:
-            _mini_batch_loop(record, X, labels, X_valid, labels_valid, epochs=epochs, lr=lr, momentum=momentum,
-                             batch_size=batch_size, rng=rng)
+            _mini_batch_loop(
+                record,
+                X,
+                labels,
+                X_valid,
+                labels_valid,
+                epochs=epochs,
+                lr=lr,
+                momentum=momentum,
+                batch_size=batch_size,
+                rng=rng,
+            )
     finally:
         record.bar.close()
         state.backend.release()
-    record.history.initial_loss = record.guard.initial_loss
+    record.history.initial_loss = record.guard.initial_loss if record.guard.initial_loss is not None else math.nan
     return record.history

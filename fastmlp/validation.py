@@ -15,8 +15,20 @@ import numpy as np
 from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
-    "DTYPES", "PRECISIONS", "check_dtype", "check_precision_name", "check_precision", "check_cuda_graphs", "check_features", "check_labels",
-    "check_hyperparameters", "check_positive_int", "check_layout", "layout_problems", "check_params", "check_classes",
+    "DTYPES",
+    "PRECISIONS",
+    "check_dtype",
+    "check_precision_name",
+    "check_precision",
+    "check_cuda_graphs",
+    "check_features",
+    "check_labels",
+    "check_hyperparameters",
+    "check_positive_int",
+    "check_layout",
+    "layout_problems",
+    "check_params",
+    "check_classes",
     "classes_problem",
 ]
 
@@ -43,8 +55,9 @@ def check_dtype(dtype):
 def check_precision_name(precision):
     """``precision`` is one of :data:`PRECISIONS`; returns it."""
     if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
-                                parameter="precision")
+        raise InvalidInputError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", parameter="precision"
+        )
     return precision
 
 
@@ -56,25 +69,32 @@ def check_precision(precision, dtype, *, backend_name, offered, offered_by=()):
     if precision != PRECISIONS[0] and dtype != "float32":
         raise InvalidInputError(
             f"precision {precision!r} needs dtype float32 (the products of dtype {dtype} run in {dtype}); "
-            f"use dtype float32 with precision {precision!r}, or precision {PRECISIONS[0]!r}", parameter="precision")
+            f"use dtype float32 with precision {precision!r}, or precision {PRECISIONS[0]!r}",
+            parameter="precision",
+        )
     if precision not in offered:
         where = f"; it is offered by: {', '.join(offered_by)}" if offered_by else ""
         raise InvalidInputError(
             f"precision {precision!r} is not offered by the {backend_name} backend, which offers "
-            f"{', '.join(offered)}{where}", parameter="precision")
+            f"{', '.join(offered)}{where}",
+            parameter="precision",
+        )
     return precision
 
 
 def check_cuda_graphs(cuda_graphs, *, backend_name, replays, offered_by=()):
     """``cuda_graphs``: None (replay where the backend can), True (required) or False (never)."""
     if cuda_graphs is not None and not isinstance(cuda_graphs, bool):
-        raise InvalidInputError(f"cuda_graphs must be None, True or False, got {cuda_graphs!r}",
-                                parameter="cuda_graphs")
+        raise InvalidInputError(
+            f"cuda_graphs must be None, True or False, got {cuda_graphs!r}", parameter="cuda_graphs"
+        )
     if cuda_graphs and not replays:
         where = f" (offered by: {', '.join(offered_by)})" if offered_by else ""
         raise InvalidInputError(
             f"cuda_graphs=True needs a backend that replays CUDA graphs{where}; the {backend_name} backend runs "
-            "each step as a plain call: leave cuda_graphs at None", parameter="cuda_graphs")
+            "each step as a plain call: leave cuda_graphs at None",
+            parameter="cuda_graphs",
+        )
     return cuda_graphs
 
 
@@ -111,8 +131,10 @@ def check_features(X, dtype, *, n_features=None, name="X"):
 
 def _as_matrix(X, name):
     """A real-valued (N, D) view of X; a stack of images (N, 28, 28) is flattened to (N, 784)."""
-    if X.dtype == object or np.issubdtype(X.dtype, np.complexfloating) or not (
-        np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_
+    if (
+        X.dtype == object
+        or np.issubdtype(X.dtype, np.complexfloating)
+        or not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_)
     ):
         raise InvalidTypeError(f"{name} has dtype {X.dtype}; it must hold real numbers (uint8, integer or float)")
     if X.ndim == 3:
@@ -188,8 +210,12 @@ def check_hyperparameters(*, epochs, lr, momentum, batch_size):
     epochs = check_positive_int(epochs, "epochs")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise InvalidInputError(f"lr (the learning rate) must be a finite number > 0, got {lr!r}", parameter="lr")
-    if (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)
-            or not math.isfinite(momentum) or not 0 <= momentum < 1):
+    if (
+        isinstance(momentum, bool)
+        or not isinstance(momentum, numbers.Real)
+        or not math.isfinite(momentum)
+        or not 0 <= float(momentum) < 1
+    ):
         raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}", parameter="momentum")
     batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
     return epochs, float(lr), float(momentum), batch_size
@@ -208,10 +234,13 @@ def layout_problems(shapes, *, describe="{name} has shape"):
     if missing:
         return problems
     if len(shapes["W1"]) != 2 or len(shapes["W2"]) != 2:
-        return problems + [f"W1 and W2 must be 2-D, got shapes {tuple(shapes['W1'])} and {tuple(shapes['W2'])}"]
+        return [*problems, f"W1 and W2 must be 2-D, got shapes {tuple(shapes['W1'])} and {tuple(shapes['W2'])}"]
     expected = param_shapes(shapes["W1"][0], shapes["W1"][1], shapes["W2"][1])
-    problems += [f"{describe.format(name=k)} {tuple(shapes[k])}, expected {expected[k]}"
-                 for k in PARAM_NAMES if tuple(shapes[k]) != expected[k]]
+    problems += [
+        f"{describe.format(name=k)} {tuple(shapes[k])}, expected {expected[k]}"
+        for k in PARAM_NAMES
+        if tuple(shapes[k]) != expected[k]
+    ]
     if shapes["W2"][1] < 2:
         problems.append(f"n_out must be at least 2 classes, got {shapes['W2'][1]} (the columns of W2)")
     return problems

@@ -84,7 +84,9 @@ def _declared_layout(metadata, problems):
     if metadata.get("format") != FORMAT:
         problems.append(f"format is {metadata.get('format')!r}, expected {FORMAT!r}")
     if metadata.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format version {metadata.get('format_version')!r} is not supported (this fastmlp reads {FORMAT_VERSION})")
+        problems.append(
+            f"format version {metadata.get('format_version')!r} is not supported (this fastmlp reads {FORMAT_VERSION})"
+        )
     dtype = metadata.get("dtype")
     if dtype not in DTYPES:
         problems.append(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -98,8 +100,11 @@ def _declared_layout(metadata, problems):
 
 
 def _is_shape(value):
-    return (isinstance(value, list) and value
-            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value))
+    return (
+        isinstance(value, list)
+        and value
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value)
+    )
 
 
 def _declared_shapes(shapes, problems):
@@ -154,7 +159,8 @@ def _check_member_sizes(declared, members, itemsize, problems):
         if info.file_size > payload + _MAX_NPY_HEADER_BYTES:
             problems.append(
                 f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
-                f"shape {shape} allows ({payload + _MAX_NPY_HEADER_BYTES}); refused without decompressing")
+                f"shape {shape} allows ({payload + _MAX_NPY_HEADER_BYTES}); refused without decompressing"
+            )
 
 
 def npy_header(archive, member_name):
@@ -179,8 +185,10 @@ def _read_member(archive, name, declared_shape, problems):
             return None
         needed = math.prod(shape) * dtype.itemsize
         if archive.getinfo(f"{name}.npy").file_size < needed:
-            problems.append(f"{name}.npy is truncated: {archive.getinfo(f'{name}.npy').file_size} bytes, "
-                            f"its shape {shape} needs {needed} bytes of data")
+            problems.append(
+                f"{name}.npy is truncated: {archive.getinfo(f'{name}.npy').file_size} bytes, "
+                f"its shape {shape} needs {needed} bytes of data"
+            )
             return None
         with archive.open(f"{name}.npy") as member:
             return np.lib.format.read_array(member, allow_pickle=False)
@@ -208,20 +216,20 @@ def load_weights(path):
     Raises MissingFileError when the file is missing and InvalidInputError listing every
     problem when it is not a valid fastmlp weights file.
     """
+
     def refuse(problems):
         if problems:
             raise InvalidInputError(f"{path} is not a valid fastmlp weights file: " + "; ".join(problems))
 
     with _open_archive(path) as archive:
         metadata = _read_metadata(archive, path)
-        problems = []
+        problems: list[str] = []
         dtype, declared = _declared_layout(metadata, problems)
         members = {info.filename: info for info in archive.infolist()}
         _check_member_names(members, problems)
         _check_member_sizes(declared, members, np.dtype(dtype).itemsize if dtype else 8, problems)
         refuse(problems)
-        ensure_fits(sum(math.prod(shape) for shape in declared.values()) * np.dtype(dtype).itemsize,
-                    f"loading {path}")
+        ensure_fits(sum(math.prod(shape) for shape in declared.values()) * np.dtype(dtype).itemsize, f"loading {path}")
         with host_memory_errors(f"loading {path}"):
             params = {name: _read_member(archive, name, declared[name], problems) for name in PARAM_NAMES}
         params = {name: array for name, array in params.items() if array is not None}

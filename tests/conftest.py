@@ -37,11 +37,16 @@ def external_sample():
     """The sample folder named by FASTMLP_DATA; skipped where it is absent (failed under CI=true)."""
     folder = _external_sample()
     if folder is None:
-        why = (f"FASTMLP_DATA={os.environ.get('FASTMLP_DATA')!r} does not hold the sample's files"
-               if os.environ.get("FASTMLP_DATA") else "FASTMLP_DATA is not set")
+        why = (
+            f"FASTMLP_DATA={os.environ.get('FASTMLP_DATA')!r} does not hold the sample's files"
+            if os.environ.get("FASTMLP_DATA")
+            else "FASTMLP_DATA is not set"
+        )
         if IN_CI:
             pytest.fail(f"CI=true needs the notMNIST sample through FASTMLP_DATA: {why}")
-        pytest.skip(f"{why}; set it to a folder holding the notMNIST sample (make test does when ../shared/data/notmnist exists)")
+        pytest.skip(
+            f"{why}; set it to a folder holding the notMNIST sample (make test does when ../shared/data/notmnist exists)"
+        )
     return folder
 
 

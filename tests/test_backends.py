@@ -11,15 +11,27 @@ import pytest
 
 import fastmlp
 from fastmlp.backends import (
-    BACKEND_NAMES, KERNEL_BACKENDS, Backend, _load_class, backend_status, get_backend, resolve_name,
+    BACKEND_NAMES,
+    KERNEL_BACKENDS,
+    Backend,
+    _load_class,
+    backend_status,
+    get_backend,
+    resolve_name,
 )
 from fastmlp.errors import BackendError, InvalidInputError
 
 
 def run_python(code, env=None, **kwargs):
     environment = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=environment, timeout=120, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        **kwargs,
+    )
 
 
 def test_default_is_numpy(monkeypatch):
@@ -54,7 +66,9 @@ def test_unknown_name_lists_the_valid_ones(monkeypatch, source):
         call = lambda: fastmlp.MLP(784, 8, 10)  # noqa: E731
     else:
         call = lambda: fastmlp.MLP(784, 8, 10, backend="tensorflow")  # noqa: E731
-    with pytest.raises(ValueError, match=r"unknown backend 'tensorflow' .*choose one of numpy, numba, cupy, torch, jax, auto") as error:
+    with pytest.raises(
+        ValueError, match=r"unknown backend 'tensorflow' .*choose one of numpy, numba, cupy, torch, jax, auto"
+    ) as error:
         call()
     assert isinstance(error.value, InvalidInputError)
     if source == "environment":
@@ -75,21 +89,28 @@ def test_status_of_every_backend_says_why_not():
 
 
 def test_import_fastmlp_imports_no_optional_library():
-    result = run_python("""
+    result = run_python(
+        """
         import sys
         import fastmlp
         model = fastmlp.MLP(784, 8, 10)
         fastmlp.datasets.load_notmnist
         loaded = sorted(m for m in ("numba", "cupy", "torch", "jax", "matplotlib", "pooch", "tqdm", "llvmlite") if m in sys.modules)
         print(loaded)
-    """, env={"FASTMLP_BACKEND": ""})
+    """,
+        env={"FASTMLP_BACKEND": ""},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
 #: an optional package missing -> how the test asks for its backend
-MISSING_PACKAGES = {"numba": 'fastmlp.MLP(784, 8, 10, backend="numba")', "cupy": 'fastmlp.get_backend("cupy")',
-                    "torch": 'fastmlp.MLP(784, 8, 10, backend="torch")', "jax": 'fastmlp.get_backend("jax")'}
+MISSING_PACKAGES = {
+    "numba": 'fastmlp.MLP(784, 8, 10, backend="numba")',
+    "cupy": 'fastmlp.get_backend("cupy")',
+    "torch": 'fastmlp.MLP(784, 8, 10, backend="torch")',
+    "jax": 'fastmlp.get_backend("jax")',
+}
 
 
 @pytest.mark.parametrize("package", MISSING_PACKAGES)
@@ -107,8 +128,10 @@ def test_a_missing_package_is_named_with_its_extra(package):
     assert f"needs the package '{package}'" in result.stdout and f'pip install "fastmlp[{package}]"' in result.stdout
 
 
-NVRTC_MISSING = ("CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: "
-                 "cannot open shared object file: No such file or directory")
+NVRTC_MISSING = (
+    "CuPy failed to load libnvrtc.so.12: OSError: libnvrtc.so.12: "
+    "cannot open shared object file: No such file or directory"
+)
 
 #: test doubles of CuPy that raise what CuPy raises: on a machine without a GPU (cupy.cuda.runtime
 #: fails), and on a GPU machine without NVRTC (the first kernel compilation fails)
@@ -144,13 +167,16 @@ def select_cupy_with(double, tmp_path):
     for relative, text in FAKE_CUPY[double].items():
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text(text)
-    result = run_python("""
+    result = run_python(
+        """
         import fastmlp
         try:
             fastmlp.MLP(784, 8, 10, backend="cupy")
         except fastmlp.BackendError as exc:
             print("BackendError:", exc)
-    """, env={"PYTHONPATH": str(tmp_path)})
+    """,
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -175,7 +201,7 @@ def test_real_cupy_on_this_machine_is_usable_or_says_why():
     assert status["installed"]
     if not status["usable"]:
         assert "CuPy is installed but" in status["reason"] or "cannot compile" in status["reason"]
-        with pytest.raises(BackendError, match="CuPy is installed but|cannot compile"):
+        with pytest.raises(BackendError, match=r"CuPy is installed but|cannot compile"):
             fastmlp.MLP(784, 8, 10, backend="cupy")
 
 
@@ -191,8 +217,11 @@ def test_every_override_keeps_the_generic_signature(name):
     """A backend replaces a generic step without changing how the model calls it (checked
     without constructing the backend, so it holds for cupy on a machine without a GPU)."""
     cls = _load_class(name)
-    overridden = [attr for attr, value in vars(Backend).items()
-                  if callable(value) and not attr.startswith("__") and getattr(cls, attr) is not value]
+    overridden = [
+        attr
+        for attr, value in vars(Backend).items()
+        if callable(value) and not attr.startswith("__") and getattr(cls, attr) is not value
+    ]
     for attr in overridden:
         generic = inspect.signature(getattr(Backend, attr))
         override = inspect.signature(getattr(cls, attr))
@@ -208,18 +237,24 @@ def test_a_cpu_backend_refuses_a_reduced_precision_naming_what_offers_it(backend
     backend_class = _load_class(backend_name)
     if precision in backend_class.precisions:
         pytest.skip(f"the {backend_name} backend offers {precision}")
-    with pytest.raises(InvalidInputError, match=rf"precision '{precision}' is not offered by the {backend_name} "
-                                                rf"backend, which offers float32; it is offered by: cupy") as raised:
+    with pytest.raises(
+        InvalidInputError,
+        match=rf"precision '{precision}' is not offered by the {backend_name} "
+        rf"backend, which offers float32; it is offered by: cupy",
+    ) as raised:
         fastmlp.MLP(784, 8, 10, backend=backend_name, precision=precision)
     assert raised.value.parameter == "precision"
 
 
-@pytest.mark.parametrize("precision, dtype, message", [
-    ("fp8", "float32", r"precision must be one of float32, tf32, bf16, got 'fp8'"),
-    (None, "float32", r"precision must be one of float32, tf32, bf16, got None"),
-    ("tf32", "float64", r"precision 'tf32' needs dtype float32 .* or precision 'float32'"),
-    ("bf16", "float64", r"precision 'bf16' needs dtype float32"),
-])
+@pytest.mark.parametrize(
+    "precision, dtype, message",
+    [
+        ("fp8", "float32", r"precision must be one of float32, tf32, bf16, got 'fp8'"),
+        (None, "float32", r"precision must be one of float32, tf32, bf16, got None"),
+        ("tf32", "float64", r"precision 'tf32' needs dtype float32 .* or precision 'float32'"),
+        ("bf16", "float64", r"precision 'bf16' needs dtype float32"),
+    ],
+)
 def test_a_precision_that_cannot_work_is_an_error_before_training(backend_name, precision, dtype, message):
     with pytest.raises(InvalidInputError, match=message):
         fastmlp.MLP(784, 8, 10, backend=backend_name, dtype=dtype, precision=precision)
@@ -245,19 +280,27 @@ def test_a_cpu_backend_runs_each_step_as_a_plain_call(backend_name):
 
     backend = get_backend(backend_name)
     if type(backend).compile_step is not Backend.compile_step:
-        pytest.skip(f"the {backend_name} backend compiles its steps (CUDA graphs: tests/test_gpu.py; "
-                    "jax.jit: tests/test_library_backends.py)")
+        pytest.skip(
+            f"the {backend_name} backend compiles its steps (CUDA graphs: tests/test_gpu.py; "
+            "jax.jit: tests/test_library_backends.py)"
+        )
     assert backend.compile_step(step) is step
     for setting in (None, False):
         net = fastmlp.MLP(784, 8, 10, backend=backend_name, cuda_graphs=setting)
         assert net._backend.compile_step(step) is step
 
 
-@pytest.mark.parametrize("setting, message", [
-    (True, r"cuda_graphs=True needs a backend that replays CUDA graphs \(offered by: cupy\); the \w+ backend runs "
-           r"each step as a plain call"),
-    ("yes", r"cuda_graphs must be None, True or False, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (
+            True,
+            r"cuda_graphs=True needs a backend that replays CUDA graphs \(offered by: cupy\); the \w+ backend runs "
+            r"each step as a plain call",
+        ),
+        ("yes", r"cuda_graphs must be None, True or False, got 'yes'"),
+    ],
+)
 def test_cuda_graphs_that_cannot_be_honoured_is_an_error(backend_name, setting, message):
     if _load_class(backend_name).replays_cuda_graphs and setting is True:
         pytest.skip(f"the {backend_name} backend replays CUDA graphs")
@@ -345,13 +388,20 @@ def test_the_graph_replayer_runs_each_signature_eagerly_once_captures_once_then_
     replay = GraphReplayer(step, fake_cupy, cuda.stream)
     first, second = _FakeDeviceArray(100), _FakeDeviceArray(200)
     outputs = [replay(a, 0.1) for a in (first, second, first, second, first, second, first)]
-    assert cuda.log == [("step", 100, "eager"), ("step", 200, "eager"),
-                        ("step", 100, "captured"), ("launch", 3),
-                        ("step", 200, "captured"), ("launch", 5),
-                        ("launch", 3), ("launch", 5), ("launch", 3)]
+    assert cuda.log == [
+        ("step", 100, "eager"),
+        ("step", 200, "eager"),
+        ("step", 100, "captured"),
+        ("launch", 3),
+        ("step", 200, "captured"),
+        ("launch", 5),
+        ("launch", 3),
+        ("launch", 5),
+        ("launch", 3),
+    ]
     assert outputs[4] is outputs[2] and outputs[6] is outputs[2] and outputs[5] is outputs[3]
     assert replay.replays == 3 and replay.fallback_reason is None
-    replay(first, 0.2)                       # another learning rate is another signature: eager first
+    replay(first, 0.2)  # another learning rate is another signature: eager first
     assert cuda.log[-1] == ("step", 100, "eager")
 
 
@@ -379,9 +429,9 @@ def test_a_step_that_refuses_capture_runs_eagerly_from_then_on_with_one_warning(
     assert "NotImplementedError" in replay.fallback_reason and not cuda.capturing
 
 
-@pytest.mark.parametrize("requested, timeout", [
-    ("numba", "4"), ("torch:cuda", "4"), ("jax", "4"), ("all", "4"), ("numpy", "None"),
-])
+@pytest.mark.parametrize(
+    "requested, timeout", [("numba", "4"), ("torch:cuda", "4"), ("jax", "4"), ("all", "4"), ("numpy", "None")]
+)
 def test_openblas_workers_are_told_to_sleep_when_other_thread_pools_may_run(requested, timeout):
     """Backends with thread pools of their own (Numba's, PyTorch's, XLA's) run between NumPy's BLAS
     calls: the command line lets OpenBLAS's idle workers sleep, before NumPy loads."""

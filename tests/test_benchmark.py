@@ -16,11 +16,12 @@ def test_epoch_flops_matches_the_cost_in_the_math_notes():
 
 
 def test_compare_records_every_raw_time_and_the_per_round_floor_ratio(tmp_path):
-    result = benchmark.compare(["numpy"], dtypes=("float32",), hiddens=(16,), n=200, n_valid=50,
-                               epochs=4, warmup=1, log=lambda line: None)
+    result = benchmark.compare(
+        ["numpy"], dtypes=("float32",), hiddens=(16,), n=200, n_valid=50, epochs=4, warmup=1, log=lambda line: None
+    )
     entry = result["configs"][0]["backends"]["numpy"]
     assert len(entry["epoch_s"]) == 4 and len(entry["floor_s"]) == 4
-    ratios = sorted(e / f for e, f in zip(entry["epoch_s"], entry["floor_s"]))
+    ratios = sorted(e / f for e, f in zip(entry["epoch_s"], entry["floor_s"], strict=True))
     assert entry["floor_ratio"] == pytest.approx((ratios[1] + ratios[2]) / 2)
     assert entry["speedup_vs_baseline"] == 1.0 and result["configs"][0]["baseline"] == "numpy"
     assert result["machine"]["cpu_count"] >= 1
@@ -29,8 +30,9 @@ def test_compare_records_every_raw_time_and_the_per_round_floor_ratio(tmp_path):
 
 
 def test_sweep_and_its_plot(tmp_path):
-    points = benchmark.sweep(["numpy"], hiddens=(8, 16), ns=(50, 100), base_n=100, base_hidden=16, epochs=1,
-                             log=lambda line: None)
+    points = benchmark.sweep(
+        ["numpy"], hiddens=(8, 16), ns=(50, 100), base_n=100, base_hidden=16, epochs=1, log=lambda line: None
+    )
     assert [(p["n"], p["hidden"]) for p in points] == [(100, 8), (100, 16), (50, 16)]
     assert all(p["median_s"] > 0 for p in points)
     plotting.plot_sweep(points, tmp_path / "sweep.png")
@@ -46,15 +48,23 @@ def test_peers_run_in_the_same_rounds_beside_their_backend():
     if not libraries:
         pytest.skip("neither PyTorch nor JAX is installed here: no peer loop can run")
     said = []
-    result = benchmark.compare(libraries, dtypes=("float32",), hiddens=(16,), n=200, n_valid=50, epochs=3,
-                               warmup=1, peers=True, log=said.append)
+    result = benchmark.compare(
+        libraries,
+        dtypes=("float32",),
+        hiddens=(16,),
+        n=200,
+        n_valid=50,
+        epochs=3,
+        warmup=1,
+        peers=True,
+        log=said.append,
+    )
     config = result["configs"][0]
     for name in libraries:
         peer = config["backends"][f"{name} own loop"]
         assert peer["peer"] and not config["backends"][name]["peer"]
         assert len(peer["epoch_s"]) == len(peer["floor_s"]) == 3 and min(peer["epoch_s"]) > 0
-        assert config["vs_own_loop"][name] == pytest.approx(
-            config["backends"][name]["median_s"] / peer["median_s"])
+        assert config["vs_own_loop"][name] == pytest.approx(config["backends"][name]["median_s"] / peer["median_s"])
         assert f"fastmlp on {name} / {name}'s own loop:" in said[-1]
 
 

@@ -18,14 +18,21 @@ SAMPLE_ENV = {"FASTMLP_DATA": os.environ["FASTMLP_DATA"]} if os.environ.get("FAS
 
 def fastmlp_cli(*args, env=None, cwd=None, timeout=300):
     environment = {**os.environ, **SAMPLE_ENV, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True,
-                          env=environment, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fastmlp", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def test_train_prints_the_results_and_writes_the_run(tmp_path, backend_name):
     out = tmp_path / "run"
-    result = fastmlp_cli("train", "--epochs", "3", "--hidden", "50", "--backend", backend_name,
-                         "--out", str(out), "--no-progress")
+    result = fastmlp_cli(
+        "train", "--epochs", "3", "--hidden", "50", "--backend", backend_name, "--out", str(out), "--no-progress"
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"backend: {backend_name} on ")
@@ -33,14 +40,24 @@ def test_train_prints_the_results_and_writes_the_run(tmp_path, backend_name):
         matching = [line for line in lines if line.startswith(label + ": ")]
         assert len(matching) == 1, label
         assert 0 <= float(matching[0].split(": ")[1]) < 10
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy.png", "confusion.png", "history.csv", "loss.png",
-                                                     "mistakes.png", "model.npz", "summary.json", "summary.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy.png",
+        "confusion.png",
+        "history.csv",
+        "loss.png",
+        "mistakes.png",
+        "model.npz",
+        "summary.json",
+        "summary.txt",
+    ]
     for png in ("loss.png", "accuracy.png", "confusion.png", "mistakes.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with open(out / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2", "3"]
-    assert float(rows[-1]["valid_acc"]) == pytest.approx(float(lines[[l.split(":")[0] for l in lines].index("Validation Accuracy")].split(": ")[1]), abs=5e-5)
+    assert float(rows[-1]["valid_acc"]) == pytest.approx(
+        float(lines[[line.split(":")[0] for line in lines].index("Validation Accuracy")].split(": ")[1]), abs=5e-5
+    )
     model = fastmlp.MLP.load(out / "model.npz")
     assert model.params["W1"].shape == (784, 50)
     assert model.classes == tuple("ABCDEFGHIJ")
@@ -50,8 +67,17 @@ def test_train_prints_the_results_and_writes_the_run(tmp_path, backend_name):
 
 
 def test_environment_variable_chooses_the_backend(tmp_path, backend_name):
-    result = fastmlp_cli("train", "--epochs", "1", "--hidden", "10", "--out", str(tmp_path / "r"), "--no-progress",
-                         env={"FASTMLP_BACKEND": backend_name.upper()})
+    result = fastmlp_cli(
+        "train",
+        "--epochs",
+        "1",
+        "--hidden",
+        "10",
+        "--out",
+        str(tmp_path / "r"),
+        "--no-progress",
+        env={"FASTMLP_BACKEND": backend_name.upper()},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"backend: {backend_name} on ")
 
@@ -87,16 +113,32 @@ BAD_COMMANDS = {
     "momentum 1": (["train", "--momentum", "1"], r"--momentum must be in \[0, 1\), got 1.0"),
     "batch size 0": (["train", "--batch-size", "0"], r"--batch-size must be an integer >= 1, got 0"),
     "bad dtype": (["train", "--dtype", "float16"], r"--dtype must be one of float32, float64, got 'float16'"),
-    "not a number": (["train", "--epochs", "many"], r"argument --epochs: expected an integer, got 'many' \(see fastmlp train --help\)"),
+    "not a number": (
+        ["train", "--epochs", "many"],
+        r"argument --epochs: expected an integer, got 'many' \(see fastmlp train --help\)",
+    ),
     "negative seed": (["train", "--seed", "-1"], r"--seed must be an integer >= 0, got -1"),
-    "unknown precision": (["train", "--precision", "fp8"], r"--precision must be one of float32, tf32, bf16, got 'fp8'"),
-    "tf32 with float64": (["train", "--precision", "tf32", "--dtype", "float64", "--backend", "numpy"],
-                          r"--precision 'tf32' needs dtype float32"),
-    "tf32 on the cpu": (["train", "--precision", "tf32", "--backend", "numpy"],
-                        r"--precision 'tf32' is not offered by the numpy backend, which offers float32; it is offered by: cupy"),
-    "bench precision": (["bench", "--precision", "float32,half"], r"--precision must be one of float32, tf32, bf16, got 'half'"),
+    "unknown precision": (
+        ["train", "--precision", "fp8"],
+        r"--precision must be one of float32, tf32, bf16, got 'fp8'",
+    ),
+    "tf32 with float64": (
+        ["train", "--precision", "tf32", "--dtype", "float64", "--backend", "numpy"],
+        r"--precision 'tf32' needs dtype float32",
+    ),
+    "tf32 on the cpu": (
+        ["train", "--precision", "tf32", "--backend", "numpy"],
+        r"--precision 'tf32' is not offered by the numpy backend, which offers float32; it is offered by: cupy",
+    ),
+    "bench precision": (
+        ["bench", "--precision", "float32,half"],
+        r"--precision must be one of float32, tf32, bf16, got 'half'",
+    ),
     "no command": ([], r"required: command"),
-    "missing data": (["train", "--data", "/nonexistent/notmnist"], r"data path /nonexistent/notmnist .* does not exist"),
+    "missing data": (
+        ["train", "--data", "/nonexistent/notmnist"],
+        r"data path /nonexistent/notmnist .* does not exist",
+    ),
 }
 
 
@@ -141,17 +183,39 @@ def test_corrupt_data_file_is_one_line(tmp_path, sample_folder):
 
 def test_divergence_writes_nothing(tmp_path):
     out = tmp_path / "out"
-    result = fastmlp_cli("train", "--lr", "1000", "--epochs", "20", "--hidden", "50", "--out", str(out), "--no-progress")
+    result = fastmlp_cli(
+        "train", "--lr", "1000", "--epochs", "20", "--hidden", "50", "--out", str(out), "--no-progress"
+    )
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("fastmlp: error: training diverged at epoch ") and "lr=1000" in line and "last accepted loss" in line
+    assert (
+        line.startswith("fastmlp: error: training diverged at epoch ")
+        and "lr=1000" in line
+        and "last accepted loss" in line
+    )
     assert not out.exists()
 
 
 def test_bench_runs_and_writes_json_and_plot(tmp_path):
-    result = fastmlp_cli("bench", "--backends", "numpy", "--n", "500", "--valid", "100", "--hidden", "64",
-                         "--epochs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"),
-                         "--plot", str(tmp_path / "b.png"))
+    result = fastmlp_cli(
+        "bench",
+        "--backends",
+        "numpy",
+        "--n",
+        "500",
+        "--valid",
+        "100",
+        "--hidden",
+        "64",
+        "--epochs",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+        str(tmp_path / "b.json"),
+        "--plot",
+        str(tmp_path / "b.png"),
+    )
     assert result.returncode == 0, result.stderr
     import json
 

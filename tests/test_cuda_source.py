@@ -44,14 +44,20 @@ def build_folder(tmp_path_factory):
 def build(folder, name, harness):
     """Compile ``harness`` + MAIN; returns run(rows, columns, itemsize, payload bytes) -> output bytes."""
     (folder / f"{name}.cpp").write_text(harness + MAIN)
-    subprocess.run([COMPILER, "-O1", "-std=c++14", "-o", str(folder / name), str(folder / f"{name}.cpp")],
-                   check=True, capture_output=True, text=True, timeout=120)
+    subprocess.run(
+        [COMPILER, "-O1", "-std=c++14", "-o", str(folder / name), str(folder / f"{name}.cpp")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
     def run(rows, columns, itemsize, payload):
         header = np.array([rows, columns, itemsize], np.int64).tobytes()
         (folder / f"{name}.in").write_bytes(header + payload)
-        subprocess.run([str(folder / name), str(folder / f"{name}.in"), str(folder / f"{name}.out")],
-                       check=True, timeout=60)
+        subprocess.run(
+            [str(folder / name), str(folder / f"{name}.in"), str(folder / f"{name}.out")], check=True, timeout=60
+        )
         return (folder / f"{name}.out").read_bytes()
 
     return run
@@ -93,7 +99,7 @@ def kernel(build_folder):
         N, K = S.shape
         raw = run_binary(N, K, S.itemsize, np.ascontiguousarray(S).tobytes() + labels.astype(np.int64).tobytes())
         d2 = np.frombuffer(raw[: N * K * S.itemsize], S.dtype).reshape(N, K)
-        rest = np.frombuffer(raw[N * K * S.itemsize:], np.float64)
+        rest = np.frombuffer(raw[N * K * S.itemsize :], np.float64)
         return d2, rest[:N], rest[N:]
 
     return run
@@ -103,9 +109,11 @@ def kernel(build_folder):
 @pytest.mark.parametrize("case", ["random", "ties", "huge"])
 def test_row_kernel_matches_the_generic_math(kernel, dtype, case):
     rng = np.random.default_rng(5)
-    S = {"random": rng.normal(0, 4, (37, 10)),
-         "ties": np.tile([1.0, 3.0, 3.0, 0.0], (6, 1)),
-         "huge": rng.choice([-1e4, 1e4, 0.0], size=(20, 10))}[case].astype(dtype)
+    S = {
+        "random": rng.normal(0, 4, (37, 10)),
+        "ties": np.tile([1.0, 3.0, 3.0, 0.0], (6, 1)),
+        "huge": rng.choice([-1e4, 1e4, 0.0], size=(20, 10)),
+    }[case].astype(dtype)
     labels = np.arange(len(S)) % S.shape[1]
     d2, row_loss, row_hit = kernel(S, labels)
     tol = 1e-5 if dtype == "float32" else 1e-12
@@ -139,8 +147,13 @@ def elementwise(folder, name):
     names_out = [p.split()[1] for p in outputs.split(",")]
     params = [f"const T {n}" for n in names_in] + [f"T& {n}" for n in names_out]
     call = [f"arrays[{k}][i]" for k in range(len(names_in) + len(names_out))]
-    source = ELEMENTWISE_HARNESS % {"params": ", ".join(params), "operation": operation, "call": ", ".join(call),
-                                    "count": len(call), "n_in": len(names_in)}
+    source = ELEMENTWISE_HARNESS % {
+        "params": ", ".join(params),
+        "operation": operation,
+        "call": ", ".join(call),
+        "count": len(call),
+        "n_in": len(names_in),
+    }
     run_binary = build(folder, name, source)
 
     def run(*arrays):
@@ -174,8 +187,9 @@ def test_elementwise_bodies_match_the_generic_steps(build_folder, dtype):
 
     theta, v, g = (rng.normal(0, 1, 50).astype(dtype) for _ in range(3))
     lr, mu = np.asarray(0.1, dtype), np.asarray(0.9, dtype)
-    new_theta, new_v = elementwise(build_folder, "momentum")(g, np.broadcast_to(lr, g.shape), np.broadcast_to(mu, g.shape),
-                                                             theta.copy(), v.copy())
+    new_theta, new_v = elementwise(build_folder, "momentum")(
+        g, np.broadcast_to(lr, g.shape), np.broadcast_to(mu, g.shape), theta.copy(), v.copy()
+    )
     ref_theta, ref_v = generic.momentum_update(theta.copy(), v.copy(), g.copy(), 0.1, 0.9)
     tol = 1e-6 if dtype == "float32" else 1e-15
     np.testing.assert_allclose(new_v, ref_v, rtol=tol)

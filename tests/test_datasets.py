@@ -27,7 +27,11 @@ def course_split(images, labels, n_train, n_valid):
     finally:
         np.random.set_state(state)
     X, y = images[idx].reshape(len(labels), -1) / 255.0, labels[idx]
-    return (X[:n_train], y[:n_train]), (X[n_train:n_train + n_valid], y[n_train:n_train + n_valid]), (X[n_train + n_valid:], y[n_train + n_valid:])
+    return (
+        (X[:n_train], y[:n_train]),
+        (X[n_train : n_train + n_valid], y[n_train : n_train + n_valid]),
+        (X[n_train + n_valid :], y[n_train + n_valid :]),
+    )
 
 
 def test_the_external_sample_matches_its_published_checksums(external_sample):
@@ -53,7 +57,7 @@ def test_the_real_sample_loads_and_splits_6000_2000_2000(notmnist):
     (X, y), (Xv, yv), (Xt, yt) = notmnist.train, notmnist.valid, notmnist.test
     assert X.shape == (6000, 784) and Xv.shape == (2000, 784) and Xt.shape == (2000, 784)
     assert X.dtype == np.float32 and y.dtype == np.int64
-    assert 0.0 <= X.min() and X.max() <= 1.0
+    assert X.min() >= 0.0 and X.max() <= 1.0
     assert set(np.unique(y)) == set(range(10))
     assert np.bincount(np.concatenate([y, yv, yt])).tolist() == [1000] * 10
 
@@ -62,7 +66,7 @@ def test_the_split_is_the_course_starters(notmnist, sample_folder):
     images = datasets.read_idx(sample_folder / "t10k-images-idx3-ubyte.gz")
     labels = datasets.read_idx(sample_folder / "t10k-labels-idx1-ubyte.gz")
     expected = course_split(images, labels, 6000, 2000)
-    for (X, y), (eX, ey) in zip((notmnist.train, notmnist.valid, notmnist.test), expected):
+    for (X, y), (eX, ey) in zip((notmnist.train, notmnist.valid, notmnist.test), expected, strict=True):
         assert np.array_equal(y, ey)
         assert np.array_equal(X, eX.astype(np.float32))
 
@@ -75,15 +79,15 @@ def test_idx_pair_in_a_folder(tmp_path, suffix):
     for source in (tmp_path, tmp_path / f"train-images-idx3-ubyte{suffix}"):
         data = datasets.load_notmnist(source, dtype="float64")
         expected = course_split(images, labels, 12, 4)
-        for got, want in zip((data.train, data.valid, data.test), expected):
+        for got, want in zip((data.train, data.valid, data.test), expected, strict=True):
             assert np.array_equal(got[1], want[1])
             np.testing.assert_array_equal(got[0], want[0])
 
 
 def test_course_npz_is_split_10000_6000_rest(tmp_path):
     images, labels = tiny_images(18724 // 4, seed=1)
-    images = np.concatenate([images] * 4 + [images[:18724 - 4 * len(images)]])
-    labels = np.concatenate([labels] * 4 + [labels[:18724 - 4 * len(labels)]])
+    images = np.concatenate([images] * 4 + [images[: 18724 - 4 * len(images)]])
+    labels = np.concatenate([labels] * 4 + [labels[: 18724 - 4 * len(labels)]])
     np.savez(tmp_path / "notMNIST.npz", images=images, labels=labels)
     data = datasets.load_notmnist(tmp_path)
     assert [len(part[1]) for part in (data.train, data.valid, data.test)] == [10000, 6000, 2724]
@@ -114,7 +118,7 @@ def test_missing_path(tmp_path):
 
 
 def test_folder_without_data(tmp_path):
-    with pytest.raises(MissingFileError, match="neither notMNIST.npz"):
+    with pytest.raises(MissingFileError, match=r"neither notMNIST\.npz"):
         datasets.load_notmnist(tmp_path)
 
 
@@ -138,8 +142,13 @@ BAD_IDX = {
     "corrupt gz": (".gz", {}, _overwrite_20_bytes, 20, "gzip"),
     "wrong magic number": ("", {"magic": 0x00000801}, None, 20, r"wrong magic number 0x00000801, expected 0x00000803"),
     "wrong dtype byte": ("", {"dtype_byte": 0x0D}, None, 20, r"dtype byte 0x0d, expected 0x08"),
-    "wrong payload size": ("", {}, _drop_last_5_bytes, 20,
-                           r"payload is 15675 bytes, the header's shape \(20, 28, 28\) needs 15680"),
+    "wrong payload size": (
+        "",
+        {},
+        _drop_last_5_bytes,
+        20,
+        r"payload is 15675 bytes, the header's shape \(20, 28, 28\) needs 15680",
+    ),
     "image and label counts differ": ("", {}, None, 19, "20 images but 19 labels"),
 }
 
@@ -170,7 +179,7 @@ def test_npz_with_object_arrays_is_refused(tmp_path):
 
 def test_npz_that_is_not_a_zip(tmp_path):
     (tmp_path / "notMNIST.npz").write_bytes(b"not a zip at all")
-    with pytest.raises(InvalidInputError, match="not a readable .npz"):
+    with pytest.raises(InvalidInputError, match=r"not a readable \.npz"):
         datasets.load_notmnist(tmp_path)
 
 

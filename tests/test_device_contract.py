@@ -32,7 +32,7 @@ class SimulatedDevice(Backend):
 
     def __init__(self):
         super().__init__(array_api_strict)
-        self.uploads = 0    # host -> device copies
+        self.uploads = 0  # host -> device copies
         self.downloads = 0  # device -> host copies
 
     @property
@@ -81,8 +81,8 @@ def test_full_batch_fit_copies_the_data_once_and_the_metrics_once_per_epoch(notm
     net = fastmlp.MLP(784, 32, 10, backend=device, seed=0)
     device.uploads = device.downloads = 0
     history = net.fit(X[:600], y[:600], Xv[:200], yv[:200], epochs=5)
-    assert device.uploads == 4             # X, labels, X_valid, labels_valid
-    assert device.downloads == 5 + 1       # one per epoch, and the final weights' training metrics
+    assert device.uploads == 4  # X, labels, X_valid, labels_valid
+    assert device.downloads == 5 + 1  # one per epoch, and the final weights' training metrics
     assert history.epochs == 5 and len(history.valid_acc) == 5
     assert on_the_device(net._params.values()) and on_the_device(net._velocities.values())
 
@@ -93,8 +93,8 @@ def test_mini_batch_fit_copies_only_each_batchs_row_indices(notmnist, no_host_co
     net = fastmlp.MLP(784, 32, 10, backend=device, seed=0)
     device.uploads = device.downloads = 0
     net.fit(X[:600], y[:600], epochs=3, batch_size=200)
-    assert device.uploads == 2 + 3 * 3     # X and labels, then one index array per batch (3 per epoch)
-    assert device.downloads == 1 + 3       # the initial loss, then one per epoch
+    assert device.uploads == 2 + 3 * 3  # X and labels, then one index array per batch (3 per epoch)
+    assert device.downloads == 1 + 3  # the initial loss, then one per epoch
     assert on_the_device(net._params.values()) and on_the_device(net._velocities.values())
 
 
@@ -110,8 +110,9 @@ def test_ten_epochs_on_the_device_match_numpy(notmnist64, dtype):
     for name in model.PARAM_NAMES:
         np.testing.assert_allclose(on_device.params[name], on_host.params[name], rtol=rtol, atol=atol, err_msg=name)
     for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
-        np.testing.assert_allclose(getattr(device_history, key), getattr(host_history, key), rtol=rtol, atol=atol,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            getattr(device_history, key), getattr(host_history, key), rtol=rtol, atol=atol, err_msg=key
+        )
 
 
 def test_divergence_on_the_device_restores_the_last_good_weights_there(notmnist):
@@ -154,7 +155,7 @@ def test_the_epoch_benchmark_runs_on_the_device():
     runner = EpochRunner(device, n=300, n_valid=100, hidden=16)
     device.uploads = device.downloads = 0
     assert runner.epoch() > 0 and runner.products() > 0
-    assert (device.uploads, device.downloads) == (0, 1)   # the data are already there; one copy of the metrics
+    assert (device.uploads, device.downloads) == (0, 1)  # the data are already there; one copy of the metrics
     assert on_the_device(runner.state.params.values()) and on_the_device(runner.state.velocities.values())
 
 
@@ -193,7 +194,7 @@ def test_full_batch_epochs_repeat_the_step_arguments_every_other_epoch(notmnist)
     net.fit(X[:600], y[:600], Xv[:200], yv[:200], epochs=6)
     epochs = recorder.calls["snapshot_epoch_step"]
     assert len(epochs) == 6
-    assert len(set(epochs[1:])) == 2     # from epoch 2 on: two signatures, alternating
+    assert len(set(epochs[1:])) == 2  # from epoch 2 on: two signatures, alternating
     assert [epochs[e] == epochs[e - 2] for e in range(3, 6)] == [True] * 3
     assert epochs[2] != epochs[3]
 
@@ -203,10 +204,16 @@ def test_the_epoch_step_with_its_snapshot_converts_nothing_on_the_host(notmnist,
 
     (X, y), (Xv, yv) = notmnist.train, notmnist.valid
     device = SimulatedDevice()
-    state = train.TrainingState(device, *(
-        {k: device.asarray(v) for k, v in p.items()}
-        for p in (model.init_params(784, 16, 10), {k: np.full(v.shape, 1e-5, np.float32)
-                                                    for k, v in model.init_params(784, 16, 10).items()})))
+    state = train.TrainingState(
+        device,
+        *(
+            {k: device.asarray(v) for k, v in p.items()}
+            for p in (
+                model.init_params(784, 16, 10),
+                {k: np.full(v.shape, 1e-5, np.float32) for k, v in model.init_params(784, 16, 10).items()},
+            )
+        ),
+    )
     data = [device.asarray(a) for a in (X[:300], y[:300], Xv[:100], yv[:100])]
     device.uploads = device.downloads = 0
     before, host = train.full_batch_epoch(state, *data, lr=0.1, momentum=0.9)

@@ -24,7 +24,7 @@ class Server:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
+            def do_GET(self):
                 name = self.path.rsplit("/", 1)[-1]
                 server.requests.append(name)
                 fault = server.broken.get(name)
@@ -106,7 +106,7 @@ def test_wrong_digest_deletes_the_download_and_keeps_the_cache(server, online):
     assert datasets.SAMPLE_FILES["t10k-labels-idx1-ubyte.gz"] in message
     assert hashlib.sha256(b"tampered").hexdigest() in message
     assert "FASTMLP_DATA" in message
-    assert leftovers(online) == []                      # no temporary file left
+    assert leftovers(online) == []  # no temporary file left
     assert not (online / "t10k-labels-idx1-ubyte.gz").exists()
     assert sha(good) == datasets.SAMPLE_FILES[good.name]  # the cache is untouched
 
@@ -140,7 +140,9 @@ def test_a_corrupt_cached_file_is_detected_and_replaced(server, online):
 def test_offline_never_touches_the_network(server, online, monkeypatch):
     monkeypatch.setenv("FASTMLP_OFFLINE", "1")
     monkeypatch.setenv("FASTMLP_DATA_URL", server.url)
-    with pytest.raises(MissingFileError, match=r"FASTMLP_OFFLINE=1 forbids downloading; pass --data PATH or set FASTMLP_DATA"):
+    with pytest.raises(
+        MissingFileError, match=r"FASTMLP_OFFLINE=1 forbids downloading; pass --data PATH or set FASTMLP_DATA"
+    ):
         datasets.load_notmnist()
     assert server.requests == []
 

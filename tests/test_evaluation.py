@@ -11,14 +11,13 @@ from PIL import Image
 
 from fastmlp import evaluation
 
-
 LETTERS = tuple("ABCDEFGHIJ")
 
 
 def hand_counted(true, predicted, k):
     """precision, recall, F1 and support of class k, counted one sample at a time."""
     tp = fp = fn = 0
-    for t, p in zip(true.tolist(), predicted.tolist()):
+    for t, p in zip(true.tolist(), predicted.tolist(), strict=True):
         tp += t == k and p == k
         fp += t != k and p == k
         fn += t == k and p != k
@@ -37,7 +36,9 @@ def test_the_numbers_match_a_direct_count(report, trained_model, notmnist):
     X, y = notmnist.test
     predicted = trained_model.predict(X)
     np.testing.assert_array_equal(report.predicted, predicted)
-    assert report.accuracy == pytest.approx(sum(int(a == b) for a, b in zip(y, predicted)) / len(y), abs=1e-12)
+    assert report.accuracy == pytest.approx(
+        sum(int(a == b) for a, b in zip(y, predicted, strict=True)) / len(y), abs=1e-12
+    )
     loss, accuracy = trained_model.evaluate(X, y)
     assert report.accuracy == pytest.approx(accuracy, abs=1e-6) and report.loss == pytest.approx(loss, rel=1e-6)
     assert 0.8 < report.accuracy < 0.95  # what this small network reaches on the sample
@@ -48,13 +49,15 @@ def test_the_numbers_match_a_direct_count(report, trained_model, notmnist):
         assert report.f1[k] == pytest.approx(f1, abs=1e-12)
         assert report.support[k] == support
         for j in range(10):
-            assert report.confusion[k, j] == sum(1 for t, p in zip(y, predicted) if t == k and p == j)
+            assert report.confusion[k, j] == sum(1 for t, p in zip(y, predicted, strict=True) if t == k and p == j)
 
 
 def test_the_numbers_match_scikit_learn(report, notmnist):
-    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn is not installed (the hand count above checks the same)")
+    metrics = pytest.importorskip(
+        "sklearn.metrics", reason="scikit-learn is not installed (the hand count above checks the same)"
+    )
     y = notmnist.test[1]
-    precision, recall, f1, support = metrics.precision_recall_fscore_support(y, report.predicted, zero_division=0)
+    precision, recall, f1, _support = metrics.precision_recall_fscore_support(y, report.predicted, zero_division=0)
     np.testing.assert_allclose(report.precision, precision)
     np.testing.assert_allclose(report.recall, recall)
     np.testing.assert_allclose(report.f1, f1)
@@ -67,8 +70,9 @@ def small_report():
     labels = np.array([0, 2, 1, 2, 0])
     predicted = np.array([0, 0, 1, 1, 1])
     probabilities = np.array([[0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0.1, 0.7, 0.2], [0.05, 0.9, 0.05], [0.3, 0.5, 0.2]])
-    return evaluation.Report(classes=("a", "b", "c"), labels=labels, probabilities=probabilities,
-                             predicted=predicted, loss=1.0)
+    return evaluation.Report(
+        classes=("a", "b", "c"), labels=labels, probabilities=probabilities, predicted=predicted, loss=1.0
+    )
 
 
 def test_a_class_never_predicted_has_precision_zero_without_warnings():
@@ -103,11 +107,12 @@ def assert_png(path, size):
 
 def test_the_report_files_are_valid_pngs_and_a_summary_listing_them(report, notmnist, tmp_path):
     (tmp_path / "model.npz").write_bytes(b"stand-in for a file written before")
-    written = evaluation.write_report(report, tmp_path, images=notmnist.test[0], files={"model.npz": "the weights"},
-                                      title="test run")
+    written = evaluation.write_report(
+        report, tmp_path, images=notmnist.test[0], files={"model.npz": "the weights"}, title="test run"
+    )
     assert written == ["confusion.png", "mistakes.png", "summary.json", "summary.txt"]
     assert_png(tmp_path / "confusion.png", (1100, 520))  # 11 x 5.2 inches at 100 dpi
-    assert_png(tmp_path / "mistakes.png", (860, 600))    # 8.6 x 6 inches at 100 dpi
+    assert_png(tmp_path / "mistakes.png", (860, 600))  # 8.6 x 6 inches at 100 dpi
     summary = (tmp_path / "summary.txt").read_text()
     assert f"accuracy {report.accuracy:.4f}" in summary and "test run" in summary
     listed = [line.split()[0] for line in summary.split("files:\n")[1].splitlines()]
@@ -130,8 +135,9 @@ def test_the_mistakes_grid_shows_the_images(report, notmnist, tmp_path):
 
 
 def fastmlp_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True, timeout=180,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True, timeout=180, cwd=cwd
+    )
 
 
 def test_evaluate_command_prints_and_writes_the_report(report, trained_model_file, sample_folder, tmp_path):
@@ -142,7 +148,8 @@ def test_evaluate_command_prints_and_writes_the_report(report, trained_model_fil
     assert f"Test Accuracy: {report.accuracy:.4f}" in lines and f"Test Loss: {report.loss:.4f}" in lines
     row_c = next(line for line in lines if line.startswith("C "))
     assert [float(v) for v in row_c.split()[1:4]] == pytest.approx(
-        [report.precision[2], report.recall[2], report.f1[2]], abs=5e-5)
+        [report.precision[2], report.recall[2], report.f1[2]], abs=5e-5
+    )
     assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "mistakes.png", "summary.json", "summary.txt"]
     assert_png(out / "confusion.png", (1100, 520))
 
@@ -156,8 +163,10 @@ def test_evaluate_command_without_out_writes_under_runs(trained_model_file, samp
 
 def test_evaluate_command_refuses_what_is_not_a_model(sample_folder, tmp_path):
     (tmp_path / "notes.npz").write_text("hello")
-    for model, fragment in ((tmp_path / "notes.npz", "not a fastmlp weights file"),
-                            (tmp_path / "missing.npz", "does not exist")):
+    for model, fragment in (
+        (tmp_path / "notes.npz", "not a fastmlp weights file"),
+        (tmp_path / "missing.npz", "does not exist"),
+    ):
         result = fastmlp_cli("evaluate", str(model), "--data", str(sample_folder), "--out", str(tmp_path / "out"))
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.startswith("fastmlp: error: ") and fragment in result.stderr

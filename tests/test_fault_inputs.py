@@ -51,12 +51,21 @@ def test_integer_images_within_0_255_are_accepted(tmp_path, dtype):
     np.testing.assert_allclose(data.train[0], expected.train[0], rtol=1e-6)
 
 
-@pytest.mark.parametrize("dtype, value, index, pattern", [
-    (np.int64, 300, (3, 4, 5), r"images\[3, 4, 5\] = 300 \(dtype int64\): integer pixels must be 0-255"),
-    (np.int16, -1, (0, 0, 7), r"images\[0, 0, 7\] = -1 \(dtype int16\): integer pixels must be 0-255"),
-    (np.float64, 2.0, (9, 27, 27), r"images\[9, 27, 27\] = 2.0 \(dtype float64\): floats must already be scaled to \[0, 1\]"),
-    (np.float32, np.nan, (1, 1, 1), r"images\[1, 1, 1\] = nan"),
-], ids=["int64 300", "int16 -1", "float 2", "float nan"])
+@pytest.mark.parametrize(
+    "dtype, value, index, pattern",
+    [
+        (np.int64, 300, (3, 4, 5), r"images\[3, 4, 5\] = 300 \(dtype int64\): integer pixels must be 0-255"),
+        (np.int16, -1, (0, 0, 7), r"images\[0, 0, 7\] = -1 \(dtype int16\): integer pixels must be 0-255"),
+        (
+            np.float64,
+            2.0,
+            (9, 27, 27),
+            r"images\[9, 27, 27\] = 2.0 \(dtype float64\): floats must already be scaled to \[0, 1\]",
+        ),
+        (np.float32, np.nan, (1, 1, 1), r"images\[1, 1, 1\] = nan"),
+    ],
+    ids=["int64 300", "int16 -1", "float 2", "float nan"],
+)
 def test_images_outside_their_formats_range_are_refused_with_value_and_index(tmp_path, dtype, value, index, pattern):
     images = pixels(np.uint8).astype(dtype) / (255 if np.issubdtype(dtype, np.floating) else 1)
     images = images.astype(dtype)
@@ -91,8 +100,11 @@ def test_a_gz_bomb_is_refused_after_reading_what_the_header_declares(tmp_path):
     write_idx(tmp_path / "x-labels-idx1-ubyte.gz", np.arange(10) % 10)
     tracemalloc.start()
     try:
-        with pytest.raises(InvalidInputError, match=r"payload is longer than the 7840 bytes the header's shape "
-                                                    r"\(10, 28, 28\) declares; refused after reading 7857 bytes"):
+        with pytest.raises(
+            InvalidInputError,
+            match=r"payload is longer than the 7840 bytes the header's shape "
+            r"\(10, 28, 28\) declares; refused after reading 7857 bytes",
+        ):
             datasets.load_notmnist(tmp_path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -102,11 +114,14 @@ def test_a_gz_bomb_is_refused_after_reading_what_the_header_declares(tmp_path):
 
 def test_a_header_promising_gigabytes_allocates_only_what_arrives(tmp_path):
     path = tmp_path / "x-images-idx3-ubyte.gz"
-    path.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (3_000_000, 28, 28))
-                                   + bytes(5000)))
+    path.write_bytes(
+        gzip.compress(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (3_000_000, 28, 28)) + bytes(5000))
+    )
     tracemalloc.start()
     try:
-        with pytest.raises(InvalidInputError, match=r"payload is 5000 bytes, the header's shape \(3000000, 28, 28\) needs 2352000000"):
+        with pytest.raises(
+            InvalidInputError, match=r"payload is 5000 bytes, the header's shape \(3000000, 28, 28\) needs 2352000000"
+        ):
             datasets.read_idx(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -148,8 +163,19 @@ def test_a_cache_path_that_is_a_file(tmp_path, monkeypatch):
         datasets.load_notmnist()
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("TRUE", True), ("yes", True), (" on ", True),
-                                             ("0", False), ("false", False), ("No", False), ("", False)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("1", True),
+        ("TRUE", True),
+        ("yes", True),
+        (" on ", True),
+        ("0", False),
+        ("false", False),
+        ("No", False),
+        ("", False),
+    ],
+)
 def test_fastmlp_offline_spellings(monkeypatch, value, expected):
     monkeypatch.setenv("FASTMLP_OFFLINE", value)
     assert datasets.offline() is expected
@@ -157,7 +183,9 @@ def test_fastmlp_offline_spellings(monkeypatch, value, expected):
 
 def test_fastmlp_offline_refuses_other_values(monkeypatch, tmp_path):
     monkeypatch.setenv("FASTMLP_OFFLINE", "maybe")
-    with pytest.raises(InvalidInputError, match=r"FASTMLP_OFFLINE='maybe' is neither true \(1, true, yes, on\) nor false"):
+    with pytest.raises(
+        InvalidInputError, match=r"FASTMLP_OFFLINE='maybe' is neither true \(1, true, yes, on\) nor false"
+    ):
         datasets.download_sample(tmp_path)
 
 
@@ -176,8 +204,10 @@ def _weights_file(path, shapes, arrays):
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w") as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
-        archive.writestr("metadata.json", json.dumps({"format": "fastmlp-weights", "format_version": 1,
-                                                      "dtype": "float32", "shapes": shapes}))
+        archive.writestr(
+            "metadata.json",
+            json.dumps({"format": "fastmlp-weights", "format_version": 1, "dtype": "float32", "shapes": shapes}),
+        )
     return path
 
 
@@ -221,8 +251,13 @@ def test_from_params_with_one_class_is_refused_like_the_constructor():
 
 # ------------------------------------------------------------- command line
 def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "fastmlp", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_version():
@@ -230,15 +265,31 @@ def test_version():
     assert result.returncode == 0 and result.stdout.strip() == f"fastmlp {fastmlp.__version__}"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["bench", "--dtype", ""], "fastmlp: error: argument --dtype: expected one or more comma-separated values, got '' (see fastmlp bench --help)"),
-    (["bench", "--hidden", ""], "fastmlp: error: argument --hidden: expected one or more comma-separated values, got '' (see fastmlp bench --help)"),
-    (["bench", "--backends", " , "], "fastmlp: error: argument --backends: expected one or more comma-separated values, got ' , ' (see fastmlp bench --help)"),
-    (["train", "--frobnicate"], "fastmlp: error: unrecognized arguments: --frobnicate (see fastmlp train --help)"),
-    (["train", "--batch-size", "x"], "fastmlp: error: argument --batch-size: expected an integer, got 'x' (see fastmlp train --help)"),
-    # a value the API refuses is named by its flag, before any data is loaded
-    (["train", "--batch-size", "-3"], "fastmlp: error: --batch-size must be an integer >= 1, got -3"),
-], ids=["empty dtype", "empty hidden", "empty backends", "unknown flag", "batch size not a number", "batch size"])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["bench", "--dtype", ""],
+            "fastmlp: error: argument --dtype: expected one or more comma-separated values, got '' (see fastmlp bench --help)",
+        ),
+        (
+            ["bench", "--hidden", ""],
+            "fastmlp: error: argument --hidden: expected one or more comma-separated values, got '' (see fastmlp bench --help)",
+        ),
+        (
+            ["bench", "--backends", " , "],
+            "fastmlp: error: argument --backends: expected one or more comma-separated values, got ' , ' (see fastmlp bench --help)",
+        ),
+        (["train", "--frobnicate"], "fastmlp: error: unrecognized arguments: --frobnicate (see fastmlp train --help)"),
+        (
+            ["train", "--batch-size", "x"],
+            "fastmlp: error: argument --batch-size: expected an integer, got 'x' (see fastmlp train --help)",
+        ),
+        # a value the API refuses is named by its flag, before any data is loaded
+        (["train", "--batch-size", "-3"], "fastmlp: error: --batch-size must be an integer >= 1, got -3"),
+    ],
+    ids=["empty dtype", "empty hidden", "empty backends", "unknown flag", "batch size not a number", "batch size"],
+)
 def test_usage_errors_say_fastmlp_once_and_point_at_the_sub_commands_help(args, message):
     result = cli(*args)
     assert result.returncode == 2 and result.stdout == ""
@@ -248,7 +299,9 @@ def test_usage_errors_say_fastmlp_once_and_point_at_the_sub_commands_help(args, 
 def test_info_flags_an_invalid_backend_variable():
     result = cli("info", env={"FASTMLP_BACKEND": "tensorflow"})
     assert "chosen by default: invalid: unknown backend 'tensorflow'" in result.stdout
-    assert result.stderr.strip().startswith("fastmlp: warning: unknown backend 'tensorflow' from the environment variable")
+    assert result.stderr.strip().startswith(
+        "fastmlp: warning: unknown backend 'tensorflow' from the environment variable"
+    )
 
 
 def test_the_readme_synopsis_lists_every_flag():
@@ -259,19 +312,43 @@ def test_the_readme_synopsis_lists_every_flag():
     commands = build_parser()._subparsers._group_actions[0].choices
     for name, parser in commands.items():
         block = synopsis.split(f"fastmlp {name}", 1)[1].split("fastmlp ", 1)[0]
-        flags = {flag for action in parser._actions for flag in action.option_strings
-                 if flag.startswith("--") and flag not in ("--help", "--debug")}
+        flags = {
+            flag
+            for action in parser._actions
+            for flag in action.option_strings
+            if flag.startswith("--") and flag not in ("--help", "--debug")
+        }
         assert flags <= set(re.findall(r"--[a-z-]+", block)), (name, flags - set(re.findall(r"--[a-z-]+", block)))
 
 
 def test_the_first_run_needs_no_network_and_no_fastmlp_data(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "FASTMLP_DATA"}
     env.update(FASTMLP_OFFLINE="1", FASTMLP_CACHE=str(tmp_path / "empty-cache"))
-    result = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--epochs", "2", "--hidden", "20",
-                             "--no-progress", "--out", str(tmp_path / "run")], capture_output=True, text=True,
-                            env=env, cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastmlp",
+            "train",
+            "--epochs",
+            "2",
+            "--hidden",
+            "20",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
-    assert f"data: {datasets.EMBEDDED_SAMPLE / 't10k-images-idx3-ubyte.gz'} (train 6000, valid 2000, test 2000)" in result.stdout
+    assert (
+        f"data: {datasets.EMBEDDED_SAMPLE / 't10k-images-idx3-ubyte.gz'} (train 6000, valid 2000, test 2000)"
+        in result.stdout
+    )
     assert not (tmp_path / "empty-cache").exists()
 
 
@@ -294,13 +371,17 @@ def test_documents_cited_in_docstrings_exist():
 def test_an_npz_whose_header_promises_more_than_it_holds(tmp_path):
     with zipfile.ZipFile(tmp_path / "notMNIST.npz", "w") as archive:
         with archive.open("images.npy", "w") as member:
-            np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False,
-                                                          "shape": (100_000_000, 28, 28)})
+            np.lib.format.write_array_header_1_0(
+                member, {"descr": "|u1", "fortran_order": False, "shape": (100_000_000, 28, 28)}
+            )
             member.write(bytes(1000))
         with archive.open("labels.npy", "w") as member:
             np.lib.format.write_array(member, np.zeros(10, np.uint8))
-    with pytest.raises(InvalidInputError, match=r"images.npy is truncated: \d+ bytes, its shape \(100000000, 28, 28\) "
-                                                r"needs 78400000000 bytes"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"images.npy is truncated: \d+ bytes, its shape \(100000000, 28, 28\) "
+        r"needs 78400000000 bytes",
+    ):
         datasets.load_notmnist(tmp_path)
 
 
@@ -308,7 +389,10 @@ def test_an_npz_whose_header_promises_more_than_it_holds(tmp_path):
 def test_bench_checks_its_output_files_before_timing_anything(tmp_path, flag):
     result = cli("bench", "--backends", "numpy", flag, str(tmp_path / "missing" / "out.x"))
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.strip() == f"fastmlp: error: {flag} {tmp_path / 'missing' / 'out.x'}: the folder {tmp_path / 'missing'} does not exist"
+    assert (
+        result.stderr.strip()
+        == f"fastmlp: error: {flag} {tmp_path / 'missing' / 'out.x'}: the folder {tmp_path / 'missing'} does not exist"
+    )
 
 
 def test_the_readme_python_snippet_runs_as_written_without_network_or_fastmlp_data(tmp_path):
@@ -318,8 +402,9 @@ def test_the_readme_python_snippet_runs_as_written_without_network_or_fastmlp_da
     snippet = snippet.replace("epochs=200", "epochs=2")  # the only change: fewer epochs
     env = {k: v for k, v in os.environ.items() if k not in ("FASTMLP_DATA", "FASTMLP_BACKEND")}
     env.update(FASTMLP_OFFLINE="1", FASTMLP_CACHE=str(tmp_path / "empty-cache"))
-    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "model.npz").is_file() and not (tmp_path / "empty-cache").exists()
 
@@ -340,8 +425,11 @@ except HostMemoryError as exc:
 
 def test_running_out_of_host_memory_in_fit_is_a_host_memory_error():
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "FASTMLP_BACKEND": ""}
-    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY_CHILD], capture_output=True, text=True, env=env,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", OUT_OF_MEMORY_CHILD], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == ("True 1600000000 out of memory training: 1.49 GiB (1600000000 bytes) could not "
-                                     "be allocated; free memory, or use a smaller model or data set")
+    assert result.stdout.strip() == (
+        "True 1600000000 out of memory training: 1.49 GiB (1600000000 bytes) could not "
+        "be allocated; free memory, or use a smaller model or data set"
+    )

@@ -106,12 +106,14 @@ def test_row2_float64_beyond_float32_range(net):
 
 @pytest.mark.parametrize("shape", [(784,), (2, 3, 28, 28)], ids=["1-D", "4-D"])
 def test_row3_X_must_be_2d(net, call, shape):
-    with pytest.raises(ValueError, match=r"must be 2-D .* got shape " + str(shape).replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ValueError, match=r"must be 2-D .* got shape " + str(shape).replace("(", r"\(").replace(")", r"\)")
+    ):
         call(net, np.zeros(shape, np.float32), np.zeros(2, np.int64))
 
 
 def test_row3_a_stack_of_images_is_flattened(net):
-    X, y = data()
+    X, _y = data()
     assert np.array_equal(net.predict(X.reshape(30, 28, 28)), net.predict(X))
 
 
@@ -137,12 +139,16 @@ def test_row6_labels_outside_0_to_9(net, bad):
     assert unchanged(net, before)
 
 
-@pytest.mark.parametrize("labels, pattern", [
-    (np.arange(30) % 10 * 1.0, "dtype float64"),
-    (np.array([np.nan] * 30), "dtype float64"),
-    (np.array(["a"] * 30), "dtype <U1"),
-    (np.ones(30, bool), "dtype bool"),
-], ids=["float", "nan", "string", "bool"])
+@pytest.mark.parametrize(
+    "labels, pattern",
+    [
+        (np.arange(30) % 10 * 1.0, "dtype float64"),
+        (np.array([np.nan] * 30), "dtype float64"),
+        (np.array(["a"] * 30), "dtype <U1"),
+        (np.ones(30, bool), "dtype bool"),
+    ],
+    ids=["float", "nan", "string", "bool"],
+)
 def test_row7_labels_of_the_wrong_type(net, labels, pattern):
     X, _ = data()
     with pytest.raises(TypeError, match=pattern):
@@ -191,7 +197,7 @@ def test_row10_read_only_inputs_are_accepted_and_never_modified(net):
     net.fit(X, y, Xv, yv, epochs=2)
     net.predict(X)
     net.evaluate(Xv, yv)
-    assert all(np.array_equal(a, c) for a, c in zip(arrays, copies))
+    assert all(np.array_equal(a, c) for a, c in zip(arrays, copies, strict=True))
 
 
 def test_row10_from_params_does_not_alias_the_callers_arrays(backend_name):
@@ -204,28 +210,35 @@ def test_row10_from_params_does_not_alias_the_callers_arrays(backend_name):
     assert all(np.array_equal(params[k], copies[k]) for k in params)
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    ({"lr": 0}, r"lr \(the learning rate\) must be a finite number > 0, got 0"),
-    ({"lr": -1.0}, r"got -1.0"),
-    ({"lr": float("nan")}, r"got nan"),
-    ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
-    ({"momentum": -0.1}, r"momentum must be in \[0, 1\), got -0.1"),
-    ({"epochs": 0}, r"epochs must be an integer >= 1, got 0"),
-    ({"epochs": 2.5}, r"epochs must be an integer >= 1, got 2.5"),
-    ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
-], ids=["lr 0", "lr negative", "lr nan", "momentum 1", "momentum negative", "epochs 0", "epochs float", "batch 0"])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"lr": 0}, r"lr \(the learning rate\) must be a finite number > 0, got 0"),
+        ({"lr": -1.0}, r"got -1.0"),
+        ({"lr": float("nan")}, r"got nan"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
+        ({"momentum": -0.1}, r"momentum must be in \[0, 1\), got -0.1"),
+        ({"epochs": 0}, r"epochs must be an integer >= 1, got 0"),
+        ({"epochs": 2.5}, r"epochs must be an integer >= 1, got 2.5"),
+        ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
+    ],
+    ids=["lr 0", "lr negative", "lr nan", "momentum 1", "momentum negative", "epochs 0", "epochs float", "batch 0"],
+)
 def test_row11_bad_hyperparameters_name_the_parameter_and_value(net, kwargs, pattern):
     X, y = data()
     with pytest.raises(ValueError, match=pattern):
         net.fit(X, y, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    ({"n_hidden": 0}, "n_hidden must be an integer >= 1, got 0"),
-    ({"n_out": 1}, "n_out must be at least 2"),
-    ({"dtype": "int8"}, "dtype must be one of float32, float64, got 'int8'"),
-    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"n_hidden": 0}, "n_hidden must be an integer >= 1, got 0"),
+        ({"n_out": 1}, "n_out must be at least 2"),
+        ({"dtype": "int8"}, "dtype must be one of float32, float64, got 'int8'"),
+        ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+    ],
+)
 def test_row11_bad_model_settings(kwargs, pattern):
     settings = {"n_in": 784, "n_hidden": 8, "n_out": 10, **kwargs}
     with pytest.raises(ValueError, match=pattern):
@@ -234,7 +247,9 @@ def test_row11_bad_model_settings(kwargs, pattern):
 
 def test_row12_huge_weights_give_finite_loss_and_gradients_without_warnings(notmnist, backend_name, dtype):
     X, y = notmnist.train[0][:500].astype(dtype), notmnist.train[1][:500]
-    params = {k: v * (1e3 if k.startswith("W") else 1) for k, v in model.init_params(784, 64, 10, seed=0, dtype=dtype).items()}
+    params = {
+        k: v * (1e3 if k.startswith("W") else 1) for k, v in model.init_params(784, 64, 10, seed=0, dtype=dtype).items()
+    }
     backend = get_backend(backend_name)
     device = {k: backend.asarray(v) for k, v in params.items()}
     with warnings.catch_warnings():
@@ -246,8 +261,12 @@ def test_row12_huge_weights_give_finite_loss_and_gradients_without_warnings(notm
 
 def test_row12_logits_of_1e4_in_float32_through_a_model(backend_name):
     # W2 picks ±1e4 logits from a single active hidden unit
-    params = {"W1": np.zeros((4, 2), np.float32), "b1": np.array([1.0, 0.0], np.float32),
-              "W2": np.array([[1e4, -1e4, 0.0], [0.0, 0.0, 0.0]], np.float32), "b2": np.zeros(3, np.float32)}
+    params = {
+        "W1": np.zeros((4, 2), np.float32),
+        "b1": np.array([1.0, 0.0], np.float32),
+        "W2": np.array([[1e4, -1e4, 0.0], [0.0, 0.0, 0.0]], np.float32),
+        "b2": np.zeros(3, np.float32),
+    }
     net = fastmlp.MLP.from_params(params, backend=backend_name)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -291,6 +310,13 @@ def test_from_params_lists_every_problem():
 
 
 def test_every_error_is_a_fastmlp_error():
-    for cls in (InvalidInputError, InvalidTypeError, DivergenceError, fastmlp.BackendError, fastmlp.StorageError,
-                fastmlp.MissingFileError, fastmlp.DeviceMemoryError):
+    for cls in (
+        InvalidInputError,
+        InvalidTypeError,
+        DivergenceError,
+        fastmlp.BackendError,
+        fastmlp.StorageError,
+        fastmlp.MissingFileError,
+        fastmlp.DeviceMemoryError,
+    ):
         assert issubclass(cls, FastMLPError)

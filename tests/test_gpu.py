@@ -66,12 +66,12 @@ def test_the_fused_path_matches_numpy_after_ten_epochs(cupy_backend, notmnist, n
     on_cpu, cpu_history = _fit(data, start, dtype=dtype, backend="numpy")
     facts = on_gpu.backend_facts
     if dtype == "float32":
-        assert "unfused" not in facts, facts["unfused"]      # every product ran with its epilogue
+        assert "unfused" not in facts, facts["unfused"]  # every product ran with its epilogue
     print(f"{dtype}: products without their epilogue: {facts.get('unfused', 'none')}")
     assert facts["nvmath_version"] and facts["cuda_runtime"]
     replayers = on_gpu._backend.replayers
     assert all(r.fallback_reason is None for r in replayers), [r.fallback_reason for r in replayers]
-    assert sum(r.replays for r in replayers) >= 5             # epochs 5..10 replayed a captured graph
+    assert sum(r.replays for r in replayers) >= 5  # epochs 5..10 replayed a captured graph
     rtol, atol = TOLERANCE[dtype]
     for name in start:
         np.testing.assert_allclose(on_gpu.params[name], on_cpu.params[name], rtol=rtol, atol=atol, err_msg=name)

@@ -49,7 +49,9 @@ def test_bias_relu(pair, dtype):
 
 def test_bias_relu_keeps_nan(pair):
     fast, _ = pair
-    out = to_host(fast.bias_relu(fast.asarray(np.array([[np.nan, -1.0, 1.0]], "float32")), fast.asarray(np.zeros(3, "float32"))))
+    out = to_host(
+        fast.bias_relu(fast.asarray(np.array([[np.nan, -1.0, 1.0]], "float32")), fast.asarray(np.zeros(3, "float32")))
+    )
     assert np.isnan(out[0, 0]) and out[0, 1:].tolist() == [0.0, 1.0]
 
 
@@ -102,12 +104,14 @@ def test_hidden_backward(pair, dtype, shape):
     W2 = rng.normal(0, 0.1, (H, K)).astype(dtype)
     got = fast.hidden_backward(fast.asarray(A1), fast.asarray(d2), fast.asarray(W2))
     want = generic.hidden_backward(generic.asarray(A1), generic.asarray(d2), generic.asarray(W2))
-    for name, a, b in zip(("dW2", "db2", "d1", "db1"), got, want):
+    for name, a, b in zip(("dW2", "db2", "d1", "db1"), got, want, strict=True):
         rtol, atol = TOLERANCE[dtype]
         np.testing.assert_allclose(to_host(a), to_host(b), rtol=rtol, atol=atol * 10, err_msg=name)
 
 
-@pytest.mark.parametrize("shape", [(6000, 784, 1000), (37, 20, 5), (1, 3, 3)], ids=["6000x784x1000", "37x20x5", "1x3x3"])
+@pytest.mark.parametrize(
+    "shape", [(6000, 784, 1000), (37, 20, 5), (1, 3, 3)], ids=["6000x784x1000", "37x20x5", "1x3x3"]
+)
 def test_hidden_layer_and_its_backward(pair, dtype, shape):
     """relu(X W1 + b1) through the training loop's buffers, then the backward pass that reads it
     (on cupy: the RELU_AUX_BIAS product, then DRELU_BGRAD reading its mask)."""
@@ -122,7 +126,7 @@ def test_hidden_layer_and_its_backward(pair, dtype, shape):
     close(A1, want_A1, dtype)
     got = fast.hidden_backward(A1, fast.asarray(d2), fast.asarray(W2))
     want = generic.hidden_backward(want_A1, generic.asarray(d2), generic.asarray(W2))
-    for name, a, b in zip(("dW2", "db2", "d1", "db1"), got, want):
+    for name, a, b in zip(("dW2", "db2", "d1", "db1"), got, want, strict=True):
         rtol, atol = TOLERANCE[dtype]
         np.testing.assert_allclose(to_host(a), to_host(b), rtol=rtol, atol=atol * 10, err_msg=name)
 

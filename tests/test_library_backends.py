@@ -37,8 +37,9 @@ def library_backend(request):
 def run_python(code):
     env = {**os.environ, "FASTMLP_BACKEND": ""}
     env.pop("JAX_ENABLE_X64", None)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 # ------------------------------------------------------------------ names
@@ -47,12 +48,15 @@ def test_a_device_after_a_colon_is_part_of_the_name():
     assert resolve_name("jax:cpu") == "jax:cpu"
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("torch:tpu", r"unknown device 'tpu' in backend 'torch:tpu' .*torch:cpu, torch:cuda, torch:mps or torch"),
-    ("jax:cuda", r"unknown device 'cuda' in backend 'jax:cuda' .*jax:cpu, jax:gpu or jax"),
-    ("numpy:gpu", r"unknown device 'gpu' .*the numpy backend takes no device; use numpy"),
-    ("tensorflow:gpu", r"unknown backend 'tensorflow:gpu' .*choose one of numpy, numba, cupy, torch, jax, auto"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("torch:tpu", r"unknown device 'tpu' in backend 'torch:tpu' .*torch:cpu, torch:cuda, torch:mps or torch"),
+        ("jax:cuda", r"unknown device 'cuda' in backend 'jax:cuda' .*jax:cpu, jax:gpu or jax"),
+        ("numpy:gpu", r"unknown device 'gpu' .*the numpy backend takes no device; use numpy"),
+        ("tensorflow:gpu", r"unknown backend 'tensorflow:gpu' .*choose one of numpy, numba, cupy, torch, jax, auto"),
+    ],
+)
 def test_an_unknown_device_lists_the_valid_ones(name, expected):
     with pytest.raises(InvalidInputError, match=expected):
         resolve_name(name)
@@ -64,7 +68,9 @@ def test_torch_cuda_without_a_gpu_says_so_before_training():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU: torch:cuda runs here")
-    with pytest.raises(BackendError, match=r"the torch:cuda backend needs a CUDA GPU: .*use --backend torch \(the CPU\)"):
+    with pytest.raises(
+        BackendError, match=r"the torch:cuda backend needs a CUDA GPU: .*use --backend torch \(the CPU\)"
+    ):
         fastmlp.MLP(784, 8, 10, backend="torch:cuda")
 
 
@@ -122,7 +128,10 @@ def test_jax_float64_turns_on_jax_float64_switch_and_float32_leaves_it_off():
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == [
-        "False float32 False", "True float64 float64", "float64 float32 float32 float"]
+        "False float32 False",
+        "True float64 float64",
+        "float64 float32 float32 float",
+    ]
 
 
 # -------------------------------------------------------- device contract
@@ -150,6 +159,7 @@ class Watched:
                 self.step_calls += 1
                 with self.no_host_conversion():
                     return compiled(*args)
+
             return guarded
 
         def counted_loss_step(*args):  # run by each epoch step: once per trace under jax.jit
@@ -158,7 +168,11 @@ class Watched:
 
         loss_step = backend.softmax_xent_grad
         backend.softmax_xent_grad = counted_loss_step
-        backend.asarray, backend.to_numpy, backend.compile_step = counted_asarray, counted_to_numpy, guarded_compile_step
+        backend.asarray, backend.to_numpy, backend.compile_step = (
+            counted_asarray,
+            counted_to_numpy,
+            guarded_compile_step,
+        )
 
     @contextlib.contextmanager
     def no_host_conversion(self):
@@ -202,14 +216,14 @@ def test_full_batch_fit_copies_the_data_once_and_the_metrics_once_per_epoch(libr
     net = fastmlp.MLP(784, 32, 10, backend=watched.backend, seed=0)
     watched.uploads = watched.downloads = 0
     history = net.fit(X[:600], y[:600], Xv[:200], yv[:200], epochs=5)
-    assert watched.uploads == 4              # X, labels, X_valid, labels_valid
-    assert watched.downloads == 5 + 1        # one per epoch, and the final weights' training metrics
-    assert watched.step_calls == 5 + 1       # five epochs, one metrics step
+    assert watched.uploads == 4  # X, labels, X_valid, labels_valid
+    assert watched.downloads == 5 + 1  # one per epoch, and the final weights' training metrics
+    assert watched.step_calls == 5 + 1  # five epochs, one metrics step
     assert history.epochs == 5
     if split_name(library_backend)[0] == "jax":  # compiled: the epoch step traced once, then replayed
         assert watched.traced_calls == 1
         net.fit(X[:600], y[:600], Xv[:200], yv[:200], epochs=3)
-        assert watched.traced_calls == 1     # the second fit compiles nothing
+        assert watched.traced_calls == 1  # the second fit compiles nothing
     else:
         assert watched.traced_calls == 5
 
@@ -220,8 +234,8 @@ def test_mini_batch_fit_copies_only_each_batchs_row_indices(library_backend, not
     net = fastmlp.MLP(784, 32, 10, backend=watched.backend, seed=0)
     watched.uploads = watched.downloads = 0
     net.fit(X[:600], y[:600], epochs=3, batch_size=200)
-    assert watched.uploads == 2 + 3 * 3      # X and labels, then one index array per batch
-    assert watched.downloads == 1 + 3        # the initial loss, then one per epoch
+    assert watched.uploads == 2 + 3 * 3  # X and labels, then one index array per batch
+    assert watched.downloads == 1 + 3  # the initial loss, then one per epoch
 
 
 def test_the_epoch_benchmark_copies_only_the_metrics(library_backend, monkeypatch):
@@ -241,8 +255,9 @@ def test_the_snapshot_survives_donation(library_backend, notmnist):
     backend = get_backend(library_backend)
     net = fastmlp.MLP(784, 16, 10, backend=backend, seed=1)
     before = net.params
-    state = train.TrainingState(backend, dict(net._params),
-                                {k: backend.full(v.shape, 1e-5, v.dtype) for k, v in net._params.items()})
+    state = train.TrainingState(
+        backend, dict(net._params), {k: backend.full(v.shape, 1e-5, v.dtype) for k, v in net._params.items()}
+    )
     X_dev, y_dev = backend.asarray(X[:200]), backend.asarray(y[:200])
     old_W1 = state.params["W1"]
     snapshot, _ = train.full_batch_epoch(state, X_dev, y_dev, lr=0.1, momentum=0.9)

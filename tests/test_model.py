@@ -58,8 +58,8 @@ def test_gradients_are_exactly_the_math_on_a_tiny_case():
     _, _, grads = model.loss_and_grads(backend, {k: v.copy() for k, v in params.items()}, X, np.array([1]))
     d2 = np.array([e / (e + 1), 1 / (e + 1) - 1])
     np.testing.assert_allclose(grads["b2"], d2, rtol=1e-15)
-    np.testing.assert_allclose(grads["W2"], [[d2[0], d2[1]], [0.0, 0.0]], rtol=1e-15)   # A1ᵀ d2
-    np.testing.assert_allclose(grads["b1"], [d2[0], 0.0], rtol=1e-15)                  # (d2 W2ᵀ) ⊙ [S1 > 0]
+    np.testing.assert_allclose(grads["W2"], [[d2[0], d2[1]], [0.0, 0.0]], rtol=1e-15)  # A1ᵀ d2
+    np.testing.assert_allclose(grads["b1"], [d2[0], 0.0], rtol=1e-15)  # (d2 W2ᵀ) ⊙ [S1 > 0]
     np.testing.assert_allclose(grads["W1"], [[d2[0], 0.0], [2 * d2[0], 0.0]], rtol=1e-15)
 
 
@@ -68,10 +68,13 @@ def test_the_math_runs_on_array_api_strict_arrays():
     params, X, labels = small_problem()
     strict = Backend(array_api_strict)
     device = {k: array_api_strict.asarray(v) for k, v in params.items()}
-    loss, acc, grads = model.loss_and_grads(strict, device, array_api_strict.asarray(X), array_api_strict.asarray(labels))
+    loss, acc, grads = model.loss_and_grads(
+        strict, device, array_api_strict.asarray(X), array_api_strict.asarray(labels)
+    )
     numpy_backend = get_backend("numpy")
     ref_loss, ref_acc, ref_grads = model.loss_and_grads(
-        numpy_backend, {k: v.copy() for k, v in params.items()}, X, labels)
+        numpy_backend, {k: v.copy() for k, v in params.items()}, X, labels
+    )
     assert float(loss) == pytest.approx(float(ref_loss), rel=1e-14)
     assert float(acc) == float(ref_acc)
     for name in model.PARAM_NAMES:
@@ -91,7 +94,7 @@ def test_fit_reproduces_the_seed_loop_to_1e_10_in_float64(notmnist64, backend_na
     (W1, b1, W2, b2), expected = seed_train(X, y, Xv, yv, start["W1"], start["b1"], start["W2"], start["b2"], epochs=10)
     tolerance = 1e-10 if backend_name == "numpy" else TOLERANCE["float64"][0]
     final = net.params
-    for name, reference in zip(model.PARAM_NAMES, (W1, b1, W2, b2)):
+    for name, reference in zip(model.PARAM_NAMES, (W1, b1, W2, b2), strict=True):
         np.testing.assert_allclose(final[name], reference, rtol=0, atol=tolerance, err_msg=name)
     for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
         np.testing.assert_allclose(getattr(history, key), expected[key], rtol=0, atol=tolerance, err_msg=key)

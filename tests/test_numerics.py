@@ -58,17 +58,28 @@ def assert_close(actual, expected, S, dtype):
     tol = RTOL[dtype]
     scale = float(np.max(np.abs(S.astype(np.float64)))) if S.size else 1.0
     # float rounding of s - max(s) is relative to the logits' size: allow that much absolutely
-    np.testing.assert_allclose(to_host(actual).astype(np.float64), expected, rtol=tol, atol=tol * max(1.0, scale) * 1e-2)
+    np.testing.assert_allclose(
+        to_host(actual).astype(np.float64), expected, rtol=tol, atol=tol * max(1.0, scale) * 1e-2
+    )
 
 
-cases = st.fixed_dictionaries({
-    "n": st.integers(1, 64), "k": st.integers(2, 16), "dtype": st.sampled_from(["float32", "float64"]),
-    "kind": st.sampled_from(["normal", "equal rows", "extreme", "shifted"]), "seed": st.integers(0, 2**32 - 1),
-})
+cases = st.fixed_dictionaries(
+    {
+        "n": st.integers(1, 64),
+        "k": st.integers(2, 16),
+        "dtype": st.sampled_from(["float32", "float64"]),
+        "kind": st.sampled_from(["normal", "equal rows", "extreme", "shifted"]),
+        "seed": st.integers(0, 2**32 - 1),
+    }
+)
 # in CI the examples are drawn from a fixed seed (derandomize), so a run is reproducible; locally
 # every run explores new ones
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=os.environ.get("CI") == "true",
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=os.environ.get("CI") == "true",
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @SETTINGS
@@ -85,8 +96,15 @@ def test_generic_log_softmax_cross_entropy_and_gradient(case):
     assert np.isfinite(got_log_p).all() and np.isfinite(got_loss) and np.isfinite(got_d2).all()
     assert got_log_p.dtype == S.dtype and got_d2.dtype == S.dtype
     assert_close(got_log_p, log_p, S, case["dtype"])
-    np.testing.assert_allclose(float(got_loss), loss, rtol=RTOL[case["dtype"]], atol=RTOL[case["dtype"]] * 1e-2 * max(1.0, float(np.abs(S).max())))
-    np.testing.assert_allclose(got_d2.astype(np.float64), d2, rtol=RTOL[case["dtype"]], atol=RTOL[case["dtype"]] / case["n"])
+    np.testing.assert_allclose(
+        float(got_loss),
+        loss,
+        rtol=RTOL[case["dtype"]],
+        atol=RTOL[case["dtype"]] * 1e-2 * max(1.0, float(np.abs(S).max())),
+    )
+    np.testing.assert_allclose(
+        got_d2.astype(np.float64), d2, rtol=RTOL[case["dtype"]], atol=RTOL[case["dtype"]] / case["n"]
+    )
 
 
 @SETTINGS
@@ -114,5 +132,9 @@ def test_shifting_every_logit_by_a_constant_changes_nothing(dtype):
     S = np.random.default_rng(0).normal(0, 3, (20, 7)).astype(dtype)
     labels = np.arange(20) % 7
     shifted = (S + np.asarray(64.0, dtype)).astype(dtype)  # exact in both dtypes for these magnitudes
-    np.testing.assert_allclose(ops.log_softmax(shifted), ops.log_softmax(S), rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
-    np.testing.assert_allclose(ops.xent_grad(shifted, labels), ops.xent_grad(S, labels), rtol=RTOL[dtype] * 10, atol=RTOL[dtype])
+    np.testing.assert_allclose(
+        ops.log_softmax(shifted), ops.log_softmax(S), rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10
+    )
+    np.testing.assert_allclose(
+        ops.xent_grad(shifted, labels), ops.xent_grad(S, labels), rtol=RTOL[dtype] * 10, atol=RTOL[dtype]
+    )

@@ -51,7 +51,7 @@ def test_softmax_of_log_values_gives_proportions(xp):
 
 def test_log_softmax_by_hand(xp):
     S = arr(xp, [[0.0, 0.0], [1.0, 3.0]])
-    expected = [[-math.log(2.0)] * 2, [-math.log(1 + math.e ** 2), 2 - math.log(1 + math.e ** 2)]]
+    expected = [[-math.log(2.0)] * 2, [-math.log(1 + math.e**2), 2 - math.log(1 + math.e**2)]]
     np.testing.assert_allclose(host(ops.log_softmax(S)), expected, rtol=1e-14)
 
 

@@ -21,8 +21,7 @@ LETTERS = "ABCDEFGHIJ"
 
 
 def fastmlp_cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "fastmlp", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def assert_one_line_error(result, *fragments):
@@ -37,8 +36,10 @@ def assert_one_line_error(result, *fragments):
 def font(size, bold=True):
     from matplotlib import font_manager
 
-    path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"),
-                                 fallback_to_default=False)
+    path = font_manager.findfont(
+        font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"),
+        fallback_to_default=False,
+    )
     return ImageFont.truetype(path, size)
 
 
@@ -93,7 +94,9 @@ def test_a_data_image_saved_as_png_reads_back_unchanged_and_predicts_the_same(no
 
 def test_auto_polarity_reads_the_border_and_inverts_dark_ink(notmnist, tmp_path):
     originals, _ = data_images(notmnist, 400)
-    dark_bordered = [i for i, image in enumerate(originals) if fills_frame(image) and border_dark_fraction(image) >= 0.9]
+    dark_bordered = [
+        i for i, image in enumerate(originals) if fills_frame(image) and border_dark_fraction(image) >= 0.9
+    ]
     assert len(dark_bordered) >= 10
     for i in dark_bordered[:10]:
         Image.fromarray(originals[i]).save(tmp_path / "light.png")
@@ -122,8 +125,9 @@ def test_sixteen_bit_grey_reads_like_eight_bit(tmp_path):
     np.testing.assert_array_equal(images.read_image(tmp_path / "G16.png"), images.read_image(eight))
 
 
-@pytest.mark.parametrize("style", ["black on white PNG", "light on blue JPEG", "black on transparent PNG",
-                                   "grey on grey PNG"])
+@pytest.mark.parametrize(
+    "style", ["black on white PNG", "light on blue JPEG", "black on transparent PNG", "grey on grey PNG"]
+)
 def test_drawn_letters_are_read(trained_model, tmp_path, style):
     options = {
         "black on white PNG": dict(ink=0, paper=255, suffix=".png"),
@@ -135,9 +139,9 @@ def test_drawn_letters_are_read(trained_model, tmp_path, style):
     paths = [render(letter, tmp_path / f"{letter}{suffix}", **options) for letter in LETTERS]
     predictions = trained_model.predict_images(paths)
     read = "".join(p.letter for p in predictions)
-    assert sum(a == b for a, b in zip(read, LETTERS)) >= 9, read
+    assert sum(a == b for a, b in zip(read, LETTERS, strict=True)) >= 9, read
     for prediction in predictions:
-        assert [name for name, _ in prediction.ranked][0] == prediction.letter and len(prediction.ranked) == 3
+        assert next(name for name, _ in prediction.ranked) == prediction.letter and len(prediction.ranked) == 3
         probabilities = [p for _, p in prediction.ranked]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < probabilities[0] <= 1
 
@@ -206,13 +210,13 @@ def test_predict_command_prints_a_letter_per_image(tmp_path, trained_model_file)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 4
-    for path, line in zip(paths, lines):
+    for path, line in zip(paths, lines, strict=True):
         file, rest = line.split(": ", 1)
         assert file == str(path)
         letter, probability = rest.split()[:2]
         assert letter in LETTERS and 0 < float(probability) <= 1
         assert "(next: " in rest and rest.count(",") == 1
-    assert sum(line.split(": ")[1][0] == letter for line, letter in zip(lines, "CAFE")) >= 3
+    assert sum(line.split(": ")[1][0] == letter for line, letter in zip(lines, "CAFE", strict=True)) >= 3
 
 
 def test_predict_command_json_lines(tmp_path, trained_model_file, trained_model):
@@ -221,7 +225,7 @@ def test_predict_command_json_lines(tmp_path, trained_model_file, trained_model)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["file"] for r in records] == [str(p) for p in paths]
-    for record, prediction in zip(records, trained_model.predict_images(paths)):
+    for record, prediction in zip(records, trained_model.predict_images(paths), strict=True):
         assert record["letter"] == prediction.letter
         assert record["probability"] == pytest.approx(prediction.probability, rel=1e-6)
         assert len(record["next"]) == 2 and all(n["letter"] in LETTERS for n in record["next"])
@@ -240,8 +244,9 @@ def test_predict_command_reads_idx_and_npz_files(tmp_path, notmnist, trained_mod
         assert [r["file"] for r in records] == [f"{path}[{i}]" for i in range(7)]
         assert [r["letter"] for r in records] == expected
     write_idx(tmp_path / "small-images-idx3-ubyte", np.zeros((2, 20, 20)))
-    assert_one_line_error(fastmlp_cli("predict", str(trained_model_file), str(tmp_path / "small-images-idx3-ubyte")),
-                          "(2, 20, 20)")
+    assert_one_line_error(
+        fastmlp_cli("predict", str(trained_model_file), str(tmp_path / "small-images-idx3-ubyte")), "(2, 20, 20)"
+    )
 
 
 # ------------------------------------------------------------ class names

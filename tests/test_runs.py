@@ -18,8 +18,18 @@ from fastmlp.errors import StorageError
 
 from .helpers import write_idx
 
-RUN_FILES = sorted(["accuracy.png", "history.csv", "loss.png", "model.npz",  # the training run
-                    "confusion.png", "mistakes.png", "summary.json", "summary.txt"])  # its test evaluation
+RUN_FILES = sorted(
+    [
+        "accuracy.png",
+        "history.csv",
+        "loss.png",
+        "model.npz",  # the training run
+        "confusion.png",
+        "mistakes.png",
+        "summary.json",
+        "summary.txt",
+    ]
+)  # its test evaluation
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +54,15 @@ def start(*args, cwd=None, umask=None):
         _default_signals()
         if umask is not None:
             os.umask(umask)
-    return subprocess.Popen([sys.executable, "-m", "fastmlp", "train", "--no-progress", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=setup)
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastmlp", "train", "--no-progress", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=setup,
+    )
 
 
 def train(*args, cwd=None, umask=None, timeout=300):
@@ -67,8 +84,10 @@ def leftovers(folder):
 
 def test_two_runs_with_the_same_out_never_lose_or_mix_results(tmp_path, small_data):
     out = tmp_path / "out"
-    runs = [start("--data", str(small_data), "--hidden", str(h), "--epochs", str(e), "--out", str(out))
-            for h, e in ((10, 2), (12, 3))]
+    runs = [
+        start("--data", str(small_data), "--hidden", str(h), "--epochs", str(e), "--out", str(out))
+        for h, e in ((10, 2), (12, 3))
+    ]
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in runs]
     assert sorted(rc for rc, _, _ in results) == [0, 2], results
     assert sorted(p.name for p in out.iterdir()) == RUN_FILES
@@ -100,7 +119,9 @@ def test_out_holding_an_earlier_run_is_refused_before_training_unless_overwrite(
     assert rc == 2 and stdout == ""  # refused before the model, the data or training
     assert f"fastmlp: error: --out {out}: the folder {out} already holds files" in stderr and "--overwrite" in stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    rc, _, stderr = train("--data", str(small_data), "--hidden", "12", "--epochs", "2", "--out", str(out), "--overwrite")
+    rc, _, stderr = train(
+        "--data", str(small_data), "--hidden", "12", "--epochs", "2", "--out", str(out), "--overwrite"
+    )
     assert rc == 0, stderr
     assert sorted(p.name for p in out.iterdir()) == RUN_FILES  # replaced as a whole: notes.txt is gone
     assert run_of(out) == (12, 2)
@@ -110,15 +131,21 @@ def test_out_holding_an_earlier_run_is_refused_before_training_unless_overwrite(
 @pytest.mark.parametrize("kind", ["existing file", "inside a file", "cannot be created"])
 def test_bad_out_fails_before_any_data_is_loaded(tmp_path, kind):
     (tmp_path / "file").write_text("x")
-    out = {"existing file": tmp_path / "file", "inside a file": tmp_path / "file" / "run",
-           "cannot be created": "/proc/fastmlp-run"}[kind]
+    out = {
+        "existing file": tmp_path / "file",
+        "inside a file": tmp_path / "file" / "run",
+        "cannot be created": "/proc/fastmlp-run",
+    }[kind]
     started = time.perf_counter()
     rc, stdout, stderr = train("--data", str(tmp_path / "no-such-data"), "--out", str(out))
     assert rc == 2 and stdout == ""
     line = stderr.strip()
     assert line.startswith(f"fastmlp: error: --out {out}: ") and "[Errno" not in line, line
-    assert {"existing file": "exists and is not a folder", "inside a file": "is a file, so",
-            "cannot be created": "cannot create a folder in /proc"}[kind] in line
+    assert {
+        "existing file": "exists and is not a folder",
+        "inside a file": "is a file, so",
+        "cannot be created": "cannot create a folder in /proc",
+    }[kind] in line
     assert time.perf_counter() - started < 60
     assert (tmp_path / "file").read_text() == "x"
 
@@ -136,8 +163,16 @@ def _wait_for(predicate, process, timeout=240):
 @pytest.mark.parametrize("moment", ["while training", "while writing"])
 def test_a_signal_leaves_the_whole_run_folder_or_nothing(tmp_path, small_data, signum, moment):
     out = tmp_path / "out"
-    process = start("--data", str(small_data), "--hidden", "10", "--epochs", "2000" if moment == "while training" else "1",
-                    "--out", str(out))
+    process = start(
+        "--data",
+        str(small_data),
+        "--hidden",
+        "10",
+        "--epochs",
+        "2000" if moment == "while training" else "1",
+        "--out",
+        str(out),
+    )
     if moment == "while training":
         ready = _wait_for(lambda: process.stdout.readline().startswith("data:"), process)
         time.sleep(0.3)
@@ -159,8 +194,20 @@ def test_a_signal_leaves_the_whole_run_folder_or_nothing(tmp_path, small_data, s
 
 def test_a_run_that_fails_to_learn_says_so_and_exits_3(tmp_path, small_data):
     out = tmp_path / "out"
-    rc, stdout, stderr = train("--data", str(small_data), "--hidden", "50", "--lr", "50", "--batch-size", "32",
-                               "--epochs", "2", "--out", str(out))
+    rc, _stdout, stderr = train(
+        "--data",
+        str(small_data),
+        "--hidden",
+        "50",
+        "--lr",
+        "50",
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+    )
     assert rc == 3, stderr
     warning = stderr.strip().splitlines()[-1]
     assert warning.startswith("fastmlp: warning: the run failed to learn: ") and "--lr" in warning
@@ -190,19 +237,20 @@ def test_run_folder_moves_into_place_whole_and_cleans_up_on_any_exception(tmp_pa
         assert not (tmp_path / "a" / "run").exists()
     assert (tmp_path / "a" / "run" / "x.txt").read_text() == "1"
     for error in (KeyboardInterrupt, ValueError):
-        with pytest.raises(error):
-            with files.run_folder(tmp_path / "b" / "c" / "run") as folder:
-                (folder / "x.txt").write_text("1")
-                raise error()
+        with pytest.raises(error), files.run_folder(tmp_path / "b" / "c" / "run") as folder:
+            (folder / "x.txt").write_text("1")
+            raise error()
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # parents it made are gone too
 
 
 def test_run_folder_refuses_a_folder_filled_meanwhile_and_keeps_the_run_beside_it(tmp_path):
-    with pytest.raises(StorageError, match="was filled by another run") as raised:
-        with files.run_folder(tmp_path / "run") as folder:
-            (folder / "mine.txt").write_text("mine")
-            (tmp_path / "run").mkdir()
-            (tmp_path / "run" / "theirs.txt").write_text("theirs")
+    with (
+        pytest.raises(StorageError, match="was filled by another run") as raised,
+        files.run_folder(tmp_path / "run") as folder,
+    ):
+        (folder / "mine.txt").write_text("mine")
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "theirs.txt").write_text("theirs")
     kept = tmp_path / str(raised.value).split("written to ")[1].split(" instead")[0].split("/")[-1]
     assert (kept / "mine.txt").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["theirs.txt"]
@@ -223,10 +271,24 @@ def test_a_reader_that_stops_early_loses_no_run(tmp_path, small_data, streams):
     """``fastmlp train | head -1``: the command finishes and writes its run folder, exit 0."""
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [sys.executable, "-m", "fastmlp", "train", "--data", str(small_data), "--hidden", "20", "--epochs", "3",
-         "--out", str(out)], stdout=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "fastmlp",
+            "train",
+            "--data",
+            str(small_data),
+            "--hidden",
+            "20",
+            "--epochs",
+            "3",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if streams == "stdout and stderr" else subprocess.DEVNULL,
-        preexec_fn=_default_signals)
+        preexec_fn=_default_signals,
+    )
     first = process.stdout.readline()
     process.stdout.close()  # the reader goes away, as head does after its first line
     assert process.wait(timeout=300) == 0 and first

@@ -17,9 +17,11 @@ from .helpers import TOLERANCE
 HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
 HAVE_DASK = importlib.util.find_spec("distributed") is not None
 needs_sklearn = pytest.mark.skipif(
-    not HAVE_SKLEARN, reason='scikit-learn is not installed (pip install "fastmlp[sklearn]")')
+    not HAVE_SKLEARN, reason='scikit-learn is not installed (pip install "fastmlp[sklearn]")'
+)
 needs_dask = pytest.mark.skipif(
-    not (HAVE_SKLEARN and HAVE_DASK), reason='dask.distributed is not installed (pip install "fastmlp[dask]")')
+    not (HAVE_SKLEARN and HAVE_DASK), reason='dask.distributed is not installed (pip install "fastmlp[dask]")'
+)
 
 #: small settings for the checks and the searches; the library's defaults are the seed's
 SMALL = {"hidden": 16, "epochs": 20}
@@ -43,6 +45,7 @@ if HAVE_SKLEARN:
     def test_scikit_learn_estimator_checks(estimator, check):
         check(estimator)
 else:
+
     @needs_sklearn
     def test_scikit_learn_estimator_checks():
         """Stands for scikit-learn's estimator checks where scikit-learn is not installed."""
@@ -57,8 +60,10 @@ def test_importing_the_module_without_scikit_learn_says_how_to_install_it():
 
 
 def test_import_fastmlp_imports_neither_scikit_learn_nor_dask():
-    code = ("import sys, fastmlp; fastmlp.MLP(4, 3, 2)\n"
-            "print(sorted(m for m in ('sklearn', 'dask', 'distributed', 'joblib') if m in sys.modules))")
+    code = (
+        "import sys, fastmlp; fastmlp.MLP(4, 3, 2)\n"
+        "print(sorted(m for m in ('sklearn', 'dask', 'distributed', 'joblib') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -74,9 +79,18 @@ def sample(notmnist):
 @needs_sklearn
 def test_the_defaults_are_the_seeds_settings():
     params = MLPClassifier().get_params()
-    assert params == {"hidden": 1000, "epochs": 200, "lr": 0.1, "momentum": 0.9, "batch_size": None,
-                      "validation_fraction": None, "backend": None, "dtype": "float32", "seed": 0,
-                      "n_threads": None}
+    assert params == {
+        "hidden": 1000,
+        "epochs": 200,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "batch_size": None,
+        "validation_fraction": None,
+        "backend": None,
+        "dtype": "float32",
+        "seed": 0,
+        "n_threads": None,
+    }
     assert clone(MLPClassifier(hidden=7, lr=0.5)).get_params()["hidden"] == 7
 
 
@@ -212,8 +226,14 @@ def test_a_joblib_worker_fits_with_its_share_of_the_cores():
 def dask_client():
     from dask.distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None, worker_dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        worker_dashboard_address=None,
+    )
     client = Client(cluster)
     yield client
     client.close()

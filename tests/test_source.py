@@ -24,7 +24,11 @@ def test_no_pickle_import_anywhere():
 def test_every_np_load_refuses_pickles():
     for path in SOURCES:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("load", "read_array"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("load", "read_array")
+            ):
                 owner = ast.unparse(node.func.value)
                 if owner in ("np", "numpy", "np.lib.format"):
                     keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
@@ -42,9 +46,14 @@ def test_the_math_and_the_loop_never_name_a_backend():
 def _string_constants(path):
     """(line, text, is_docstring) of every string constant in a module."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             yield node.lineno, node.value, id(node) in docstrings
@@ -61,8 +70,9 @@ def test_backend_names_live_only_in_the_backends_package():
     for path in outside:
         for line, text, is_docstring in _string_constants(path):
             for name in BACKEND_NAMES:
-                pattern = (rf"^{name}$|backend[= ]+['\"]?{name}\b" if name in library_names
-                           else rf"(?<![\w.]){name}(?![\w])")
+                pattern = (
+                    rf"^{name}$|backend[= ]+['\"]?{name}\b" if name in library_names else rf"(?<![\w.]){name}(?![\w])"
+                )
                 if re.search(pattern, text.strip()):
                     found.append(f"{path.name}:{line}: {name!r} in {text[:60]!r}")
             if ENV_VAR in text and not is_docstring:

@@ -15,7 +15,9 @@ def test_reaches_85_percent_validation_accuracy_within_30_epochs(notmnist, backe
     history = net.fit(X, y, Xv, yv, epochs=30)
     assert max(history.valid_acc) >= 0.85, history.valid_acc
     assert history.train_loss[-1] < history.train_loss[0]
-    assert [len(v) for v in (history.train_loss, history.train_acc, history.valid_loss, history.valid_acc, history.seconds)] == [30] * 5
+    assert [
+        len(v) for v in (history.train_loss, history.train_acc, history.valid_loss, history.valid_acc, history.seconds)
+    ] == [30] * 5
     loss, acc = net.evaluate(Xv, yv)
     assert loss == pytest.approx(history.valid_loss[-1], rel=1e-5) and acc == pytest.approx(history.valid_acc[-1])
 

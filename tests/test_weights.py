@@ -4,7 +4,7 @@ import errno
 import hashlib
 import json
 import os
-import pickle  # noqa: S403 - used only to build a hostile file
+import pickle
 import zipfile
 
 import numpy as np
@@ -74,7 +74,9 @@ INJECTIONS = [
 
 
 @pytest.mark.parametrize("where, owner, attribute, call, error", INJECTIONS, ids=[i[0] for i in INJECTIONS])
-def test_an_interrupted_save_leaves_the_old_file_byte_identical(tmp_path, net, monkeypatch, where, owner, attribute, call, error):
+def test_an_interrupted_save_leaves_the_old_file_byte_identical(
+    tmp_path, net, monkeypatch, where, owner, attribute, call, error
+):
     path = tmp_path / "model.npz"
     fastmlp.MLP(784, 16, 10, seed=99).save(path)
     before = sha(path)
@@ -156,8 +158,17 @@ def test_a_pickled_object_array_inside_is_refused(tmp_path, net, monkeypatch):
         for name, value in params.items():
             with archive.open(f"{name}.npy", "w") as member:
                 np.lib.format.write_array(member, value, allow_pickle=True)
-        archive.writestr("metadata.json", json.dumps({"format": "fastmlp-weights", "format_version": 1, "dtype": "float32",
-                                                      "shapes": {"W1": [784, 16], "b1": [16], "W2": [16, 10], "b2": [10]}}))
+        archive.writestr(
+            "metadata.json",
+            json.dumps(
+                {
+                    "format": "fastmlp-weights",
+                    "format_version": 1,
+                    "dtype": "float32",
+                    "shapes": {"W1": [784, 16], "b1": [16], "W2": [16, 10], "b2": [10]},
+                }
+            ),
+        )
     with pytest.raises(InvalidInputError, match="W1 cannot be read without pickle"):
         fastmlp.MLP.load(tmp_path / "w.npz")
     assert not (tmp_path / "pwned").exists()
@@ -174,7 +185,9 @@ def test_a_zip_bomb_is_refused_before_decompressing(tmp_path, net):
                 data = data + b"\0" * 200_000_000
             archive.writestr(name, data)
     assert path.stat().st_size < 1_000_000
-    with pytest.raises(InvalidInputError, match=r"b2.npy would decompress to 200000\d+ bytes.*refused without decompressing"):
+    with pytest.raises(
+        InvalidInputError, match=r"b2.npy would decompress to 200000\d+ bytes.*refused without decompressing"
+    ):
         fastmlp.MLP.load(path)
 
 

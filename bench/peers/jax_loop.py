@@ -19,8 +19,8 @@ TITLE = "jax own loop"
 
 
 def _logits(params, X):
-    hidden = jax.nn.relu(X @ params["W1"] + params["b1"])   # N×H
-    return hidden @ params["W2"] + params["b2"]            # N×K
+    hidden = jax.nn.relu(X @ params["W1"] + params["b1"])  # N×H
+    return hidden @ params["W2"] + params["b2"]  # N×K
 
 
 def _loss(params, X, labels):
@@ -50,9 +50,9 @@ class Runner:
         if dtype == "float64" and not jax.config.jax_enable_x64:
             jax.config.update("jax_enable_x64", True)
         rng = np.random.default_rng(seed)
-        self.X = jnp.asarray(rng.random((n, n_in)), dtype=dtype)                  # N×D
-        self.labels = jnp.asarray(rng.integers(0, n_out, n).astype(np.int32))       # N
-        self.X_valid = jnp.asarray(rng.random((n_valid, n_in)), dtype=dtype)      # Nv×D
+        self.X = jnp.asarray(rng.random((n, n_in)), dtype=dtype)  # N×D
+        self.labels = jnp.asarray(rng.integers(0, n_out, n).astype(np.int32))  # N
+        self.X_valid = jnp.asarray(rng.random((n_valid, n_in)), dtype=dtype)  # Nv×D
         self.labels_valid = jnp.asarray(rng.integers(0, n_out, n_valid).astype(np.int32))
         self.params = {
             "W1": jnp.asarray(rng.normal(0, np.sqrt(2 / (n_in + n_out)), (n_in, hidden)), dtype=dtype),
@@ -70,7 +70,8 @@ class Runner:
         """Seconds of one compiled epoch and the one copy of its metrics to the host."""
         start = time.perf_counter()
         self.params, self.velocities, metrics = _epoch(
-            self.params, self.velocities, self.X, self.labels, self.X_valid, self.labels_valid, 1e-3, 0.9)
+            self.params, self.velocities, self.X, self.labels, self.X_valid, self.labels_valid, 1e-3, 0.9
+        )
         np.asarray(metrics)
         return time.perf_counter() - start
 

@@ -26,13 +26,13 @@ class Runner:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         self.dtype = getattr(torch, dtype)
-        self.X = torch.from_numpy(rng.random((n, n_in))).to(self.dtype)                # N×D
-        self.labels = torch.from_numpy(rng.integers(0, n_out, n))                       # N
-        self.X_valid = torch.from_numpy(rng.random((n_valid, n_in))).to(self.dtype)    # Nv×D
-        self.labels_valid = torch.from_numpy(rng.integers(0, n_out, n_valid))           # Nv
+        self.X = torch.from_numpy(rng.random((n, n_in))).to(self.dtype)  # N×D
+        self.labels = torch.from_numpy(rng.integers(0, n_out, n))  # N
+        self.X_valid = torch.from_numpy(rng.random((n_valid, n_in))).to(self.dtype)  # Nv×D
+        self.labels_valid = torch.from_numpy(rng.integers(0, n_out, n_valid))  # Nv
         self.model = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out)).to(self.dtype)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
-        self._d1 = torch.randn(n, hidden, dtype=self.dtype) * 1e-3                       # N×H stand-in for d1
+        self._d1 = torch.randn(n, hidden, dtype=self.dtype) * 1e-3  # N×H stand-in for d1
 
     def describe(self):
         return {"library": f"torch {torch.__version__}", "threads": torch.get_num_threads()}
@@ -52,9 +52,14 @@ class Runner:
         self.model.eval()
         with torch.no_grad():
             valid_logits = self.model(self.X_valid)
-            metrics = torch.stack([loss.detach(), self._accuracy(logits.detach(), self.labels),
-                                   F.cross_entropy(valid_logits, self.labels_valid),
-                                   self._accuracy(valid_logits, self.labels_valid)])
+            metrics = torch.stack(
+                [
+                    loss.detach(),
+                    self._accuracy(logits.detach(), self.labels),
+                    F.cross_entropy(valid_logits, self.labels_valid),
+                    self._accuracy(valid_logits, self.labels_valid),
+                ]
+            )
         metrics.cpu().numpy()  # the one copy to the host
         return time.perf_counter() - start
 
@@ -63,7 +68,7 @@ class Runner:
         W1 = self.model[0].weight  # H×D
         with torch.no_grad():
             start = time.perf_counter()
-            self.X @ W1.T             # N×H
-            self.X.T @ self._d1       # D×H
-            self.X_valid @ W1.T       # Nv×H
+            self.X @ W1.T  # N×H
+            self.X.T @ self._d1  # D×H
+            self.X_valid @ W1.T  # Nv×H
             return time.perf_counter() - start

@@ -26,9 +26,24 @@ import sys
 from ..errors import BackendError, InvalidInputError
 
 __all__ = [
-    "Backend", "BACKEND_NAMES", "ENV_VAR", "DEFAULT", "BASELINE", "resolve_name", "get_backend", "backend_status",
-    "describe_choice", "prepare_threads", "backends_offering", "configure", "DEVICES", "BACKEND_CHOICES",
-    "KERNEL_BACKENDS", "GPU_CHOICES", "ALL_CHOICES", "split_name",
+    "Backend",
+    "BACKEND_NAMES",
+    "ENV_VAR",
+    "DEFAULT",
+    "BASELINE",
+    "resolve_name",
+    "get_backend",
+    "backend_status",
+    "describe_choice",
+    "prepare_threads",
+    "backends_offering",
+    "configure",
+    "DEVICES",
+    "BACKEND_CHOICES",
+    "KERNEL_BACKENDS",
+    "GPU_CHOICES",
+    "ALL_CHOICES",
+    "split_name",
 ]
 
 #: name -> (module, class); the order is the order of ``fastmlp info``
@@ -45,10 +60,11 @@ BACKEND_NAMES = tuple(_REGISTRY)
 DEVICES = {"torch": ("cpu", "cuda", "mps"), "jax": ("cpu", "gpu")}
 #: every name ``--backend`` accepts besides ``auto``, in the order of ``fastmlp info``
 BACKEND_CHOICES = tuple(
-    choice for name in BACKEND_NAMES for choice in (name, *(f"{name}:{device}" for device in DEVICES.get(name, ()))))
+    choice for name in BACKEND_NAMES for choice in (name, *(f"{name}:{device}" for device in DEVICES.get(name, ())))
+)
 #: what ``fastmlp bench --backends all`` tries: every backend on its default device, and torch on
 #: its accelerators (jax's default device is already the accelerator where JAX has one)
-ALL_CHOICES = BACKEND_NAMES + ("torch:cuda", "torch:mps")
+ALL_CHOICES = (*BACKEND_NAMES, "torch:cuda", "torch:mps")
 #: the choices that need a CUDA GPU (the GPU job requires them)
 GPU_CHOICES = ("cupy", "torch:cuda", "jax:gpu")
 #: backends whose fused steps are kernels of their own (the others run the generic steps)
@@ -74,7 +90,7 @@ def __getattr__(name):  # the Backend class loads NumPy: import it on first use 
 
 
 def _normalise(value, source):
-    choices = ", ".join(BACKEND_NAMES + (_AUTO,))
+    choices = ", ".join((*BACKEND_NAMES, _AUTO))
     if not isinstance(value, str):
         raise InvalidInputError(f"backend must be a string, got {value!r} from {source}; choose one of {choices}")
     name = value.strip().lower()
@@ -83,8 +99,11 @@ def _normalise(value, source):
         raise InvalidInputError(f"unknown backend {value!r} from {source}; choose one of {choices}")
     if colon and device not in DEVICES.get(base, ()):
         devices = DEVICES.get(base)
-        fix = (f"choose one of {', '.join(f'{base}:{d}' for d in devices)} or {base}" if devices
-               else f"the {base} backend takes no device; use {base}")
+        fix = (
+            f"choose one of {', '.join(f'{base}:{d}' for d in devices)} or {base}"
+            if devices
+            else f"the {base} backend takes no device; use {base}"
+        )
         raise InvalidInputError(f"unknown device {device!r} in backend {value!r} from {source}; {fix}")
     return name
 
@@ -151,10 +170,19 @@ def configure(backend, *, dtype, precision, cuda_graphs):
     Raises InvalidInputError naming what would work."""
     from ..validation import check_cuda_graphs, check_precision
 
-    precision = check_precision(precision, dtype, backend_name=backend.name, offered=backend.precisions,
-                                offered_by=backends_offering(precision=precision))
-    cuda_graphs = check_cuda_graphs(cuda_graphs, backend_name=backend.name, replays=backend.replays_cuda_graphs,
-                                    offered_by=backends_offering(cuda_graphs=True))
+    precision = check_precision(
+        precision,
+        dtype,
+        backend_name=backend.name,
+        offered=backend.precisions,
+        offered_by=backends_offering(precision=precision),
+    )
+    cuda_graphs = check_cuda_graphs(
+        cuda_graphs,
+        backend_name=backend.name,
+        replays=backend.replays_cuda_graphs,
+        offered_by=backends_offering(cuda_graphs=True),
+    )
     backend.configure(precision=precision, cuda_graphs=cuda_graphs)
     return precision, cuda_graphs
 
@@ -195,5 +223,5 @@ def prepare_threads(requested):
     if "numpy" in sys.modules:
         return
     names = [(name or os.environ.get(ENV_VAR) or DEFAULT).strip().lower() for name in requested]
-    if any(split_name(name)[0] in _THREADED_KERNELS + (_AUTO, _ALL) for name in names):
+    if any(split_name(name)[0] in (*_THREADED_KERNELS, _AUTO, _ALL) for name in names):
         os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # 2**4 cycles of spinning, then sleep

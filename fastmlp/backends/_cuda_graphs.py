@@ -58,8 +58,8 @@ class GraphReplayer:
     def __init__(self, step, cupy, stream):
         self.step, self._cupy, self.stream = step, cupy, stream
         self._pool = cupy.cuda.MemoryPool()
-        self._seen = set()       # signatures run once eagerly (pool and plans warm)
-        self._graphs = {}        # signature -> (graph, outputs recorded at capture)
+        self._seen = set()  # signatures run once eagerly (pool and plans warm)
+        self._graphs = {}  # signature -> (graph, outputs recorded at capture)
         self.fallback_reason = None
         self.replays = 0
 
@@ -102,10 +102,13 @@ class GraphReplayer:
                     outputs = self.step(*args)
                 finally:
                     graph = self.stream.end_capture()
-        except Exception as exc:  # noqa: BLE001 - whatever refused capture, the step still runs eagerly
+        except Exception as exc:
             self.fallback_reason = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"this step runs without CUDA graphs: capture failed ({self.fallback_reason})",
-                          GraphCaptureWarning, stacklevel=3)
+            warnings.warn(
+                f"this step runs without CUDA graphs: capture failed ({self.fallback_reason})",
+                GraphCaptureWarning,
+                stacklevel=3,
+            )
             return self._eager(args)
         self._graphs[key] = (graph, outputs)
         graph.launch(stream=self.stream)

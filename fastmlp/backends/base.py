@@ -40,9 +40,9 @@ class Backend:
 
     name = "generic"
     #: the package this backend imports beyond NumPy (None: nothing beyond NumPy)
-    package = None
+    package: str | None = None
     #: the precisions of the matrix products this backend honours (see fastmlp.validation.PRECISIONS)
-    precisions = ("float32",)
+    precisions: tuple[str, ...] = ("float32",)
     #: whether :meth:`compile_step` can capture a step once and replay it as a CUDA graph
     replays_cuda_graphs = False
     #: how :meth:`time_device_work` measures
@@ -218,10 +218,10 @@ class Backend:
         d1 may be written in place over A1.
         """
         xp = self.xp
-        dW2 = A1.T @ d2                          # H×K
-        db2 = xp.sum(d2, axis=0)                 # K
-        d1 = (d2 @ W2.T) * ops.relu_mask(A1)     # N×H; A1 > 0 exactly where S1 > 0
-        db1 = xp.sum(d1, axis=0)                 # H
+        dW2 = A1.T @ d2  # H×K
+        db2 = xp.sum(d2, axis=0)  # K
+        d1 = (d2 @ W2.T) * ops.relu_mask(A1)  # N×H; A1 > 0 exactly where S1 > 0
+        db1 = xp.sum(d1, axis=0)  # H
         return dW2, db2, d1, db1
 
     def momentum_update(self, param, velocity, grad, lr, momentum):
@@ -263,9 +263,9 @@ class InPlaceBackend(Backend):
 
     def hidden_backward(self, A1, d2, W2):
         N, H = A1.shape
-        dW2 = A1.T @ d2                                                              # H×K
-        db2 = d2.sum(axis=0)                                                         # K
+        dW2 = A1.T @ d2  # H×K
+        db2 = d2.sum(axis=0)  # K
         dA1 = self.lib.matmul(d2, W2.T, out=self._buffer("dA1", (N, H), A1.dtype))  # N×H: d2 W2ᵀ
-        d1 = self.relu_backward_into(A1, dA1)                                        # N×H: ⊙ [S1 > 0]
-        db1 = d1.sum(axis=0)                                                         # H
+        d1 = self.relu_backward_into(A1, dA1)  # N×H: ⊙ [S1 > 0]
+        db1 = d1.sum(axis=0)  # H
         return dW2, db2, d1, db1

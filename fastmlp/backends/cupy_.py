@@ -21,13 +21,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BackendError, DeviceMemoryError
-from ._cupy_kernels import ELEMENTWISE, ROW_SOFTMAX_SOURCE
 from ._cuda_graphs import GraphReplayer, graphs_enabled
+from ._cupy_kernels import ELEMENTWISE, ROW_SOFTMAX_SOURCE
 from .base import InPlaceBackend
 
 __all__ = ["CupyBackend"]
 
 _INSTALL = 'pip install "fastmlp[cupy]" (CUDA 12) or "fastmlp[cupy13]" (CUDA 13)'
+
 
 class CupyBackend(InPlaceBackend):
     """CuPy on the current CUDA device."""
@@ -42,7 +43,7 @@ class CupyBackend(InPlaceBackend):
         cupy = self._import_package("cupy", _INSTALL)
         try:
             count = cupy.cuda.runtime.getDeviceCount()
-        except Exception as exc:  # noqa: BLE001 - CUDARuntimeError and driver-loading errors alike
+        except Exception as exc:
             raise BackendError(
                 f"CuPy is installed but no usable CUDA device or driver was found ({exc}); "
                 "use --backend numpy or numba on this machine"
@@ -51,7 +52,7 @@ class CupyBackend(InPlaceBackend):
             raise BackendError("CuPy is installed but sees no CUDA device; use --backend numpy or numba")
         try:
             self._compile_kernels(cupy)
-        except Exception as exc:  # noqa: BLE001 - CompileException, missing NVRTC, ...
+        except Exception as exc:
             raise BackendError(
                 f"CuPy cannot compile its kernels on this machine ({type(exc).__name__}: {exc}); "
                 'install NVRTC from a CUDA 12 toolkit (or with pip install "cupy-cuda12x[ctk]", CuPy 14+), '
@@ -63,12 +64,12 @@ class CupyBackend(InPlaceBackend):
         super().__init__(xp, cupy)
         self._cupy = cupy
         self._stream = cupy.cuda.Stream(non_blocking=True)  # where compiled steps run and are captured
-        self._plans = {}         # operand layout -> planned nvmath Matmul
-        self._constants = {}     # address -> array promised unchanged until release (hold_constant)
-        self._bf16_copies = {}   # address -> BF16 copy of a constant array
-        self._relu_masks = {}    # address of an A1 buffer -> its ReLU mask from RELU_AUX_BIAS
-        self.unfused = {}        # product -> why it runs without its epilogue (planning refused)
-        self.replayers = []      # the GraphReplayers made by compile_step (for tests and facts)
+        self._plans = {}  # operand layout -> planned nvmath Matmul
+        self._constants = {}  # address -> array promised unchanged until release (hold_constant)
+        self._bf16_copies = {}  # address -> BF16 copy of a constant array
+        self._relu_masks = {}  # address of an A1 buffer -> its ReLU mask from RELU_AUX_BIAS
+        self.unfused = {}  # product -> why it runs without its epilogue (planning refused)
+        self.replayers = []  # the GraphReplayers made by compile_step (for tests and facts)
 
     def _compile_kernels(self, cupy):
         kernels = {name: cupy.ElementwiseKernel(*spec, f"fastmlp_{name}") for name, spec in ELEMENTWISE.items()}
@@ -77,8 +78,10 @@ class CupyBackend(InPlaceBackend):
         self._momentum = kernels["momentum"]
         self._add_bias = kernels["add_bias"]
         module = cupy.RawModule(
-            code=ROW_SOFTMAX_SOURCE, options=("-std=c++14",),
-            name_expressions=["row_softmax_xent<float>", "row_softmax_xent<double>"])
+            code=ROW_SOFTMAX_SOURCE,
+            options=("-std=c++14",),
+            name_expressions=["row_softmax_xent<float>", "row_softmax_xent<double>"],
+        )
         self._row_softmax = {
             np.dtype(np.float32): module.get_function("row_softmax_xent<float>"),
             np.dtype(np.float64): module.get_function("row_softmax_xent<double>"),
@@ -96,12 +99,16 @@ class CupyBackend(InPlaceBackend):
     def describe(self):
         cupy = self._cupy
         free, total = cupy.cuda.runtime.memGetInfo()
-        facts = {**super().describe(), "cupy_version": cupy.__version__,
-                 "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
-                 "cuda_driver": cupy.cuda.runtime.driverGetVersion(),
-                 "nvmath_version": self._nvmath.__version__,
-                 "cuda_graphs": "on" if graphs_enabled(self.cuda_graphs) else "off",
-                 "gpu_memory_total_gib": round(total / 2**30, 1), "gpu_memory_free_gib": round(free / 2**30, 1)}
+        facts = {
+            **super().describe(),
+            "cupy_version": cupy.__version__,
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+            "cuda_driver": cupy.cuda.runtime.driverGetVersion(),
+            "nvmath_version": self._nvmath.__version__,
+            "cuda_graphs": "on" if graphs_enabled(self.cuda_graphs) else "off",
+            "gpu_memory_total_gib": round(total / 2**30, 1),
+            "gpu_memory_free_gib": round(free / 2**30, 1),
+        }
         if self.unfused:
             facts["unfused"] = "; ".join(f"{k}: {v}" for k, v in self.unfused.items())
         return facts
@@ -150,7 +157,8 @@ class CupyBackend(InPlaceBackend):
         self.release()
         return DeviceMemoryError(
             f"the GPU ran out of memory: {exc}; try a smaller --hidden or --batch-size "
-            "(mini-batches need less device memory than the full batch)")
+            "(mini-batches need less device memory than the full batch)"
+        )
 
     def time_device_work(self, work):
         """Seconds between two CUDA events around ``work()`` on the device (the host's own delays
@@ -182,6 +190,7 @@ class CupyBackend(InPlaceBackend):
 
     def _planned(self, a, b, c, epilog=None, epilog_inputs=None):
         """The nvmath Matmul computing c = a @ b (+ epilogue) in place, planned once per layout."""
+
         def layout(x):
             return (x.data.ptr, x.shape, x.strides, x.dtype.str)
 
@@ -214,14 +223,14 @@ class CupyBackend(InPlaceBackend):
         if self.precision != "bf16":
             return array
         transposed = not array.flags.c_contiguous
-        base = array.T if transposed else array          # C-contiguous
+        base = array.T if transposed else array  # C-contiguous
         import ml_dtypes
 
         constant = base.data.ptr in self._constants
         copy = self._bf16_copies.get(base.data.ptr) if constant else None
         if copy is None:
             copy = self._buffer(("bf16", base.data.ptr if constant else role), base.shape, ml_dtypes.bfloat16)
-            self._cupy.copyto(copy, base, casting="unsafe")   # round to nearest even
+            self._cupy.copyto(copy, base, casting="unsafe")  # round to nearest even
             if constant:
                 self._bf16_copies[base.data.ptr] = copy
         return copy.T if transposed else copy
@@ -237,16 +246,17 @@ class CupyBackend(InPlaceBackend):
         """relu(X W1 + b1) in one RELU_AUX_BIAS product; the ReLU mask is kept for hidden_backward."""
         if workspace is None or "hidden_layer" in self.unfused:
             return super().hidden_layer(X, W1, b1, workspace=workspace)
-        out = self._buffer(workspace, (X.shape[0], W1.shape[1]), X.dtype)               # N×H
+        out = self._buffer(workspace, (X.shape[0], W1.shape[1]), X.dtype)  # N×H
         epilog = self._nvmath.linalg.advanced.MatmulEpilog.RELU_AUX_BIAS
         try:
-            aux = self._product(self._low_precision(X, workspace + ":X"), self._low_precision(W1, "W1"), out,
-                                epilog, {"bias": b1})
-        except Exception as exc:  # noqa: BLE001 - an epilogue this cuBLASLt refuses: product + kernel
+            aux = self._product(
+                self._low_precision(X, workspace + ":X"), self._low_precision(W1, "W1"), out, epilog, {"bias": b1}
+            )
+        except Exception as exc:
             self.unfused["hidden_layer"] = f"{type(exc).__name__}: {exc}"
             return super().hidden_layer(X, W1, b1, workspace=workspace)
         mask = self._mask_buffer(workspace, aux["relu_aux"])
-        self._cupy.copyto(mask, aux["relu_aux"])   # one fixed buffer, which the backward plan reads
+        self._cupy.copyto(mask, aux["relu_aux"])  # one fixed buffer, which the backward plan reads
         self._relu_masks[out.data.ptr] = mask
         return out
 
@@ -263,12 +273,12 @@ class CupyBackend(InPlaceBackend):
         """A W + b for the output layer: one BIAS product when A is one of the loop's buffers."""
         if not any(A is buffer for buffer in self._buffers.values()):
             return super().affine(A, W, b)
-        out = self._buffer(("logits", A.shape[0]), (A.shape[0], W.shape[1]), A.dtype)   # N×K
+        out = self._buffer(("logits", A.shape[0]), (A.shape[0], W.shape[1]), A.dtype)  # N×K
         if "affine" not in self.unfused:
             try:
                 self._product(A, W, out, self._nvmath.linalg.advanced.MatmulEpilog.BIAS, {"bias": b})
                 return out
-            except Exception as exc:  # noqa: BLE001 - an epilogue this cuBLASLt refuses: product + kernel
+            except Exception as exc:
                 self.unfused["affine"] = f"{type(exc).__name__}: {exc}"
         self._product(A, W, out)
         self._add_bias(b, out)
@@ -281,18 +291,18 @@ class CupyBackend(InPlaceBackend):
         mask = self._relu_masks.get(A1.data.ptr)  # None: A1 was not made by the fused product
         N, H = A1.shape
         dW2 = self._buffer("dW2", (H, d2.shape[1]), A1.dtype)
-        self._product(A1.T, d2, dW2)                                                 # H×K: A1ᵀ d2
-        db2 = d2.sum(axis=0)                                                         # K
-        d1 = self._buffer("d1", (N, H), A1.dtype)                                    # N×H
+        self._product(A1.T, d2, dW2)  # H×K: A1ᵀ d2
+        db2 = d2.sum(axis=0)  # K
+        d1 = self._buffer("d1", (N, H), A1.dtype)  # N×H
         if mask is not None and "hidden_backward" not in self.unfused:
             epilog = self._nvmath.linalg.advanced.MatmulEpilog.DRELU_BGRAD
             try:
-                aux = self._product(d2, W2.T, d1, epilog, {"relu_aux": mask})        # (d2 W2ᵀ) ⊙ [S1 > 0]
-                return dW2, db2, d1, aux["drelu_bgrad"].reshape(H)                   # db1: H
-            except Exception as exc:  # noqa: BLE001 - an epilogue this cuBLASLt refuses
+                aux = self._product(d2, W2.T, d1, epilog, {"relu_aux": mask})  # (d2 W2ᵀ) ⊙ [S1 > 0]
+                return dW2, db2, d1, aux["drelu_bgrad"].reshape(H)  # db1: H
+            except Exception as exc:
                 self.unfused["hidden_backward"] = f"{type(exc).__name__}: {exc}"
-        self._product(d2, W2.T, d1)                                                  # N×H: d2 W2ᵀ
-        d1 = self.relu_backward_into(A1, d1)                                         # ⊙ [S1 > 0]
+        self._product(d2, W2.T, d1)  # N×H: d2 W2ᵀ
+        d1 = self.relu_backward_into(A1, d1)  # ⊙ [S1 > 0]
         return dW2, db2, d1, d1.sum(axis=0)
 
     # --------------------------------------------------------- fused steps
@@ -309,9 +319,19 @@ class CupyBackend(InPlaceBackend):
         row_hit = self._buffer("row_hit", (N,), np.float64)
         threads = 128
         self._row_softmax[np.dtype(S.dtype)](
-            ((N + threads - 1) // threads,), (threads,),
-            (S, labels, np.int32(N), np.int32(K), np.int32(d2 is not None),
-             d2 if d2 is not None else self._buffer("no_grad", (1,), S.dtype), row_loss, row_hit))
+            ((N + threads - 1) // threads,),
+            (threads,),
+            (
+                S,
+                labels,
+                np.int32(N),
+                np.int32(K),
+                np.int32(d2 is not None),
+                d2 if d2 is not None else self._buffer("no_grad", (1,), S.dtype),
+                row_loss,
+                row_hit,
+            ),
+        )
         return (row_loss.sum() / N).astype(S.dtype), (row_hit.sum() / N).astype(S.dtype)
 
     def softmax_xent_grad(self, S, labels):
@@ -323,7 +343,7 @@ class CupyBackend(InPlaceBackend):
         return self._row_metrics(S, labels, None)
 
     def relu_backward_into(self, A1, dA1):
-        self._mask_grad(A1, dA1)                                               # dA1 <- dA1 ⊙ [A1 > 0]
+        self._mask_grad(A1, dA1)  # dA1 <- dA1 ⊙ [A1 > 0]
         return dA1
 
     def momentum_update(self, param, velocity, grad, lr, momentum):

@@ -47,7 +47,8 @@ class JaxBackend(Backend):
             raise BackendError(
                 f"JAX {jax.__version__} is installed but has no {platform or 'usable'} device ({exc}); "
                 'for a GPU install JAX with its CUDA plugin (pip install "jax[cuda12]"), '
-                "or use --backend jax:cpu, numpy or numba") from None
+                "or use --backend jax:cpu, numpy or numba"
+            ) from None
 
     # ---------------------------------------------------------------- facts
     @property
@@ -56,8 +57,11 @@ class JaxBackend(Backend):
         return "CPU" if kind == "cpu" else f"{kind.upper()} {self._device.device_kind} (JAX device {self._device.id})"
 
     def describe(self):
-        return {**super().describe(), "jax_version": self._jax.__version__,
-                "jax_enable_x64": bool(self._jax.config.jax_enable_x64)}
+        return {
+            **super().describe(),
+            "jax_version": self._jax.__version__,
+            "jax_enable_x64": bool(self._jax.config.jax_enable_x64),
+        }
 
     # ------------------------------------------------------------ transfers
     def _host_dtype(self, dtype):
@@ -88,8 +92,12 @@ class JaxBackend(Backend):
     def compile_step(self, step, *, donate=()):
         """``jax.jit`` of ``step``, donating the buffers of the arguments named in ``donate``;
         kept per step, bound settings and donation, so later fits reuse the compilation."""
-        key = (getattr(step, "func", step), getattr(step, "args", ()),
-               tuple(sorted(getattr(step, "keywords", {}).items())), tuple(donate))
+        key = (
+            getattr(step, "func", step),
+            getattr(step, "args", ()),
+            tuple(sorted(getattr(step, "keywords", {}).items())),
+            tuple(donate),
+        )
         if key not in self._compiled:
             self._compiled[key] = self._jax.jit(step, donate_argnames=tuple(donate))
         return self._compiled[key]

@@ -88,13 +88,13 @@ class NumbaBackend(NumpyBackend):
 
     def hidden_backward(self, A1, d2, W2):
         kernels = self._kernels
-        N, H = A1.shape
+        _N, H = A1.shape
         K = d2.shape[1]
         dtype = A1.dtype
-        W2T = np.ascontiguousarray(W2.T)                                    # K×H
+        W2T = np.ascontiguousarray(W2.T)  # K×H
         dW2T_parts = self._buffer("dW2T_parts", (kernels.CHUNKS, K, H), dtype)
         db1_parts = self._buffer("db1_parts", (kernels.CHUNKS, H), dtype)
-        kernels.hidden_backward(A1, d2, W2T, dW2T_parts, db1_parts)         # A1 now holds d1
+        kernels.hidden_backward(A1, d2, W2T, dW2T_parts, db1_parts)  # A1 now holds d1
         dW2 = np.empty((H, K), dtype)
         db1 = np.empty(H, dtype)
         kernels.sum_partials(dW2T_parts, db1_parts, dW2, db1)
@@ -106,7 +106,10 @@ class NumbaBackend(NumpyBackend):
             return super().momentum_update(param, velocity, grad, lr, momentum)
         scalar = param.dtype.type
         self._kernels.momentum_update(
-            param.reshape(-1), velocity.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
-            scalar(lr), scalar(momentum),
+            param.reshape(-1),
+            velocity.reshape(-1),
+            np.ascontiguousarray(grad).reshape(-1),
+            scalar(lr),
+            scalar(momentum),
         )
         return param, velocity

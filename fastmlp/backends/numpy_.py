@@ -42,8 +42,8 @@ class NumpyBackend(InPlaceBackend):
         return S
 
     def relu_backward_into(self, A1, dA1):
-        mask = np.greater(A1, 0, out=A1)        # N×H, 1.0 where S1 > 0, else 0.0
-        return np.multiply(mask, dA1, out=A1)   # N×H, d1 over A1
+        mask = np.greater(A1, 0, out=A1)  # N×H, 1.0 where S1 > 0, else 0.0
+        return np.multiply(mask, dA1, out=A1)  # N×H, d1 over A1
 
     def momentum_update(self, param, velocity, grad, lr, momentum):
         velocity *= momentum

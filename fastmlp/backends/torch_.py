@@ -45,12 +45,18 @@ class TorchBackend(InPlaceBackend):
     def _check_device(torch, device):
         """``device`` if PyTorch can use it here, else BackendError saying why."""
         if device == "cuda" and not torch.cuda.is_available():
-            build = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
-                     else f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable CUDA device or driver")
+            build = (
+                "this PyTorch build has no CUDA support"
+                if torch.version.cuda is None
+                else f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) sees no usable CUDA device or driver"
+            )
             raise BackendError(f"the torch:cuda backend needs a CUDA GPU: {build}; {_OTHER_CHOICES}")
         if device == "mps" and not torch.backends.mps.is_available():
-            why = ("this PyTorch build has no MPS support" if not torch.backends.mps.is_built()
-                   else "no Apple GPU is available (MPS needs macOS 12.3+ on Apple silicon or an AMD GPU)")
+            why = (
+                "this PyTorch build has no MPS support"
+                if not torch.backends.mps.is_built()
+                else "no Apple GPU is available (MPS needs macOS 12.3+ on Apple silicon or an AMD GPU)"
+            )
             raise BackendError(f"the torch:mps backend needs an Apple GPU: {why}; {_OTHER_CHOICES}")
         return device
 
@@ -73,8 +79,10 @@ class TorchBackend(InPlaceBackend):
     # ------------------------------------------------------------ transfers
     def _check_dtype(self, dtype):
         if self._device.type == "mps" and np.dtype(dtype) == np.float64:
-            raise BackendError("the Apple GPU (MPS) cannot compute in float64; use --dtype float32 on torch:mps, "
-                               "or --backend torch (the CPU) for float64")
+            raise BackendError(
+                "the Apple GPU (MPS) cannot compute in float64; use --dtype float32 on torch:mps, "
+                "or --backend torch (the CPU) for float64"
+            )
 
     def asarray(self, host_array, dtype=None, *, copy=True):
         host = np.array(host_array, dtype=dtype, copy=True if copy else None, order="C")
@@ -119,4 +127,4 @@ class TorchBackend(InPlaceBackend):
 
     def momentum_update(self, param, velocity, grad, lr, momentum):
         velocity.mul_(momentum).add_(grad, alpha=lr)  # v <- γ v + α g
-        return param.sub_(velocity), velocity         # θ <- θ - v
+        return param.sub_(velocity), velocity  # θ <- θ - v
