@@ -295,6 +295,20 @@ def test_an_epilogue_cublaslt_refuses_runs_unfused_says_why_and_still_replays(gp
         np.testing.assert_allclose(net.params[name], fused.params[name], rtol=1e-5, atol=1e-7, err_msg=name)
 
 
+def test_the_benchmark_says_which_products_ran_unfused_in_each_precision(gpu):
+    from fastmlp import benchmark
+
+    gpu.refused.add(("RELU_AUX_BIAS", "bfloat16"))
+    lines = []
+    result = benchmark.compare(
+        ["cupy"], precisions=("float32", "bf16"), hiddens=(16,), n=64, n_valid=32, epochs=2, warmup=1, log=lines.append
+    )
+    unfused = [config["backends"]["cupy"]["facts"]["unfused"] for config in result["configs"]]
+    assert unfused == ["none", "hidden_layer: RuntimeError: Planning failed to find any suitable algorithm."]
+    tables = [line for text in lines for line in text.splitlines() if "products without their epilogue" in line]
+    assert tables == [f"cupy: products without their epilogue: {text}" for text in unfused]
+
+
 def test_the_gpus_out_of_memory_is_a_device_memory_error_and_the_hosts_stays_a_host_memory_error(gpu, notmnist, start):
     gpu.memory_limit = gpu.mapped_bytes + 200_000  # less than the fit's data
     with pytest.raises(DeviceMemoryError, match=r"the GPU ran out of memory: Out of memory allocating .*--batch-size"):
