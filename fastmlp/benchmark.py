@@ -296,7 +296,7 @@ def format_table(config):
         + f", N={config['n']}, H={config['hidden']}, valid {config['n_valid']} "
         f"({config['flops_per_epoch'] / 1e9:.1f} GFLOP of products per epoch)"
     )
-    width = max(8, *(len(name) for name in config["backends"]))
+    width = max([8, *(len(name) for name in config["backends"])])  # no backend left: the skipped lines only
     rows = [
         f"{'backend':<{width}} {'median s':>9} {'min-max s':>15} {'samples/s':>10} "
         f"{'vs ' + config['baseline']:>9} {'floor s':>8} {'epoch/floor':>11} {'cold s':>7}"
@@ -311,6 +311,11 @@ def format_table(config):
         rows.append(f"fastmlp on {name} / {name}'s own loop: {ratio:.3f}x (median epochs)")
     timers = sorted({e["facts"].get("timer") for e in config["backends"].values()} - {None})
     rows += [f"timed by: {'; '.join(timers)}"] * bool(timers)
+    rows += [
+        f"{name}: products without their epilogue: {e['facts']['unfused']}"
+        for name, e in config["backends"].items()
+        if "unfused" in e["facts"]
+    ]
     rows += [f"skipped {name}: {reason}" for name, reason in config.get("skipped", {}).items()]
     return "\n".join([head, *rows])
 

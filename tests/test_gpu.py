@@ -1,4 +1,10 @@
-"""CuPy-only checks (marker ``gpu``): device residency and out-of-memory handling.
+"""CuPy-only checks (marker ``gpu``): what only a card can show.
+
+Device residency, out-of-memory, the fused products against NumPy, graph replay against eager
+calls, the reduced precisions. Lines starting with "GPU report:" (printed; the GPU job runs
+pytest with -s and collects them) answer what no CPU test can: which products cuBLASLt refused to
+fuse in each dtype and precision, and the rule of its ReLU mask at exactly 0. The backend's own
+code is tested on the CPU with a test double of CuPy, nvmath and CUDA (``test_cupy_backend.py``).
 
 Skipped with the reason where the cupy backend cannot run; with FASTMLP_REQUIRE_GPU=1 (the GPU
 job) a missing GPU fails instead.
@@ -10,7 +16,7 @@ import pytest
 import fastmlp
 from fastmlp.errors import DeviceMemoryError
 
-from .helpers import backend_params, require_usable
+from .helpers import backend_params, require_usable, to_host
 
 pytestmark = pytest.mark.gpu
 
@@ -49,6 +55,34 @@ def test_out_of_memory_names_the_bytes_and_a_hint(cupy_backend):
     assert len(history.train_loss) == 2
 
 
+def test_the_fused_relu_masks_rule_at_exactly_zero_is_reported(cupy_backend):
+    """cuBLASLt does not document whether its ReLU mask counts S1 = 0 as active; the project's rule
+    is [S1 > 0]. With b1 = 0, the all-zero rows of X give S1 = 0 exactly: this prints which rule
+    the fused backward followed there, and fails only if it is neither."""
+    backend = fastmlp.get_backend("cupy")
+    rng = np.random.default_rng(7)
+    X = rng.random((64, 784)).astype(np.float32)
+    X[::2] = 0  # even rows: S1 = X W1 + b1 = 0 exactly
+    W1, W2 = rng.normal(0, 0.05, (784, 32)).astype(np.float32), rng.normal(0, 0.3, (32, 10)).astype(np.float32)
+    d2 = rng.normal(0, 1, (64, 10)).astype(np.float32)
+    A1 = backend.hidden_layer(*map(backend.asarray, (X, W1, np.zeros(32, np.float32))), workspace="probe")
+    d1 = to_host(backend.hidden_backward(A1, backend.asarray(d2), backend.asarray(W2))[2])
+    unfused = dict(backend.unfused)
+    backend.release()
+    if unfused:
+        pytest.skip(f"cuBLASLt refused the epilogues, so the CUDA kernels applied [S1 > 0]: {unfused}")
+    upstream = d2 @ W2.T  # N×H
+    if not d1[::2].any():
+        rule = "[S1 > 0], the project's rule (0 counts as inactive)"
+    elif np.allclose(d1[::2], upstream[::2], rtol=1e-5, atol=1e-6):
+        rule = "[S1 >= 0] (0 counts as active), unlike the project's [S1 > 0]"
+    else:
+        rule = None
+    print(f"GPU report: the fused ReLU mask at S1 = 0 follows {rule}")
+    assert rule is not None, f"d1 at S1 = 0 is neither 0 nor d2 W2ᵀ: {d1[0, :4]} vs {upstream[0, :4]}"
+    np.testing.assert_allclose(d1[1::2], (upstream * (X @ W1 > 0))[1::2], rtol=1e-4, atol=1e-5)
+
+
 # ------------------------------------------ fused products, graph replay, precisions (GPU job)
 def _fit(notmnist, start, *, epochs=10, dtype="float32", backend="cupy", rows=2000, **settings):
     (X, y), (Xv, yv) = notmnist.train, notmnist.valid
@@ -65,13 +99,13 @@ def test_the_fused_path_matches_numpy_after_ten_epochs(cupy_backend, notmnist, n
     on_gpu, gpu_history = _fit(data, start, dtype=dtype)
     on_cpu, cpu_history = _fit(data, start, dtype=dtype, backend="numpy")
     facts = on_gpu.backend_facts
+    print(f"GPU report: {dtype}: products without their epilogue: {facts['unfused']}")
     if dtype == "float32":
-        assert "unfused" not in facts, facts["unfused"]  # every product ran with its epilogue
-    print(f"{dtype}: products without their epilogue: {facts.get('unfused', 'none')}")
+        assert facts["unfused"] == "none"  # every product ran with its epilogue
     assert facts["nvmath_version"] and facts["cuda_runtime"]
-    replayers = on_gpu._backend.replayers
-    assert all(r.fallback_reason is None for r in replayers), [r.fallback_reason for r in replayers]
-    assert sum(r.replays for r in replayers) >= 5  # epochs 5..10 replayed a captured graph
+    graphs = on_gpu._backend.graphs
+    assert graphs.fallbacks == [] and graphs.captured == 2
+    assert graphs.replays >= 6  # epochs 5..10 replayed a captured graph
     rtol, atol = TOLERANCE[dtype]
     for name in start:
         np.testing.assert_allclose(on_gpu.params[name], on_cpu.params[name], rtol=rtol, atol=atol, err_msg=name)
@@ -98,7 +132,7 @@ def test_fastmlp_cuda_graphs_0_turns_replay_off(cupy_backend, notmnist, monkeypa
     monkeypatch.setenv("FASTMLP_CUDA_GRAPHS", "0")
     net = fastmlp.MLP(784, 32, 10, backend="cupy")
     net.fit(*notmnist.train, epochs=4)
-    assert net._backend.replayers == [] and net.backend_facts["cuda_graphs"] == "off"
+    assert net._backend.graphs.captured == 0 and net.backend_facts["cuda_graphs"] == "off"
 
 
 def _relative(a, b):
@@ -110,6 +144,7 @@ def test_reduced_precisions_stay_within_2e_2_of_float32_after_ten_epochs(cupy_ba
     start = fastmlp.MLP(784, 256, 10, seed=6).params
     reference, reference_history = _fit(notmnist, start)
     reduced, history = _fit(notmnist, start, precision=precision)
+    print(f"GPU report: {precision}: products without their epilogue: {reduced.backend_facts['unfused']}")
     assert reduced.precision == precision
     for name in start:
         assert _relative(reduced.params[name], reference.params[name]) <= 2e-2, name

@@ -11,18 +11,24 @@ parameters and velocities in place, so their buffers, and with them the signatur
 from epoch to epoch; the loop's two alternating snapshots give two signatures, hence two graphs.
 
 Memory: the warm-up call and the capture allocate from a memory pool private to the replayer,
-which nothing outside it uses; the recorded addresses therefore stay reserved for the graphs while
-the replayer lives (the rule CuPy's capture needs: no allocation the graph does not own). Anything
-that cannot be captured (CuPy's own cuBLAS calls refuse capture) makes the replayer fall back to
-eager calls for good, with the reason in :attr:`GraphReplayer.fallback_reason` and one warning.
+which nothing outside it uses, and every block allocated while recording is held with its graph
+for the graph's lifetime (the rule CuPy's capture needs: no allocation the graph does not own). A
+graph writes the addresses it recorded at each launch, also those of arrays the step only used in
+passing (the epilogues' outputs, CuPy's temporaries): were they returned to the pool, a later
+allocation could take them, or the pool could give them back to CUDA before retrying an
+allocation that failed. Anything that cannot be captured (CuPy's own cuBLAS calls refuse capture,
+and so does anything that waits for the device) makes the replayer fall back to eager calls for
+good, with the reason in :attr:`GraphCounts.fallbacks` and one warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from dataclasses import dataclass, field
 
-__all__ = ["ENV_VAR", "graphs_enabled", "GraphReplayer", "GraphCaptureWarning", "signature"]
+__all__ = ["ENV_VAR", "graphs_enabled", "GraphReplayer", "GraphCounts", "GraphCaptureWarning", "signature"]
 
 #: FASTMLP_CUDA_GRAPHS=0 turns replay off (any other value, or none, leaves it to the argument)
 ENV_VAR = "FASTMLP_CUDA_GRAPHS"
@@ -52,16 +58,26 @@ class GraphCaptureWarning(UserWarning):
     """A step could not be captured as a CUDA graph; it runs eagerly (the message says why)."""
 
 
-class GraphReplayer:
-    """``step`` run eagerly once per signature, then captured once and replayed."""
+@dataclass
+class GraphCounts:
+    """What a backend's replayers did: graphs captured and launched, and why a step runs eagerly."""
 
-    def __init__(self, step, cupy, stream):
+    captured: int = 0
+    replays: int = 0
+    fallbacks: list[str] = field(default_factory=list)
+
+
+class GraphReplayer:
+    """``step`` run eagerly once per signature, then captured once and replayed. ``counts``: the
+    :class:`GraphCounts` to add to (the backend's)."""
+
+    def __init__(self, step, cupy, stream, counts=None):
         self.step, self._cupy, self.stream = step, cupy, stream
+        self.counts = counts if counts is not None else GraphCounts()
         self._pool = cupy.cuda.MemoryPool()
         self._seen = set()  # signatures run once eagerly (pool and plans warm)
-        self._graphs = {}  # signature -> (graph, outputs recorded at capture)
+        self._graphs = {}  # signature -> (graph, outputs recorded at capture, blocks allocated while recording)
         self.fallback_reason = None
-        self.replays = 0
 
     def __call__(self, *args):
         """Run the step on the replayer's stream, ordered after the caller's stream's queued work
@@ -76,9 +92,9 @@ class GraphReplayer:
         key = signature(args, lambda v: v.data.ptr if isinstance(v, self._cupy.ndarray) else None)
         entry = self._graphs.get(key)
         if entry is not None:
-            graph, outputs = entry
+            graph, outputs, _ = entry
             graph.launch(stream=self.stream)
-            self.replays += 1
+            self.counts.replays += 1
             return outputs
         if self.fallback_reason is not None or len(self._graphs) >= MAX_GRAPHS:
             return self._eager(args)
@@ -94,22 +110,39 @@ class GraphReplayer:
 
     def _capture(self, key, args):
         """Record the step once (nothing runs while recording), then launch the graph."""
-        cupy = self._cupy
+        held = []  # every block allocated while recording: the graph writes it at each launch
+
+        def malloc(size):
+            memory = self._pool.malloc(size)
+            held.append(memory)
+            return memory
+
         try:
-            with cupy.cuda.using_allocator(self._pool.malloc), self.stream:
-                self.stream.begin_capture()
-                try:
-                    outputs = self.step(*args)
-                finally:
-                    graph = self.stream.end_capture()
+            with self._cupy.cuda.using_allocator(malloc), self.stream:
+                graph, outputs = self._record(args)
         except Exception as exc:
-            self.fallback_reason = f"{type(exc).__name__}: {exc}"
-            warnings.warn(
-                f"this step runs without CUDA graphs: capture failed ({self.fallback_reason})",
-                GraphCaptureWarning,
-                stacklevel=3,
-            )
+            self._fall_back(f"{type(exc).__name__}: {exc}")
             return self._eager(args)
-        self._graphs[key] = (graph, outputs)
+        self._graphs[key] = (graph, outputs, held)
+        self.counts.captured += 1
         graph.launch(stream=self.stream)
         return outputs
+
+    def _record(self, args):
+        """(graph, outputs) of the step recorded on the stream; a failure inside ends the capture
+        and is the one raised (not the capture's own complaint about being cut short)."""
+        self.stream.begin_capture()
+        try:
+            outputs = self.step(*args)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the capture is abandoned either way; the step's error says why
+                self.stream.end_capture()
+            raise
+        return self.stream.end_capture(), outputs
+
+    def _fall_back(self, reason):
+        self.fallback_reason = reason
+        self.counts.fallbacks.append(reason)
+        warnings.warn(
+            f"this step runs without CUDA graphs: capture failed ({reason})", GraphCaptureWarning, stacklevel=5
+        )
