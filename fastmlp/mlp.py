@@ -301,3 +301,31 @@ class MLP:
         )
         model.training_ = metadata.get("training")
         return model
+
+    # ----------------------------------------------------------- export
+    def to_onnx(self, path, *, overwrite=False):
+        """Write the network to ``path`` (``.onnx``) as an ONNX model; returns the path.
+
+        Input ``images``: (N, 784) in the model's dtype, scaled as the data are (grey level / 255,
+        the letter light on dark); outputs ``probabilities`` (N, K) and ``label`` (N,), the class
+        names as strings; class names, fastmlp version and training settings in its
+        ``metadata_props``. Needs the onnx package; see :mod:`fastmlp.export`."""
+        from .export import to_onnx
+
+        return to_onnx(self, path, overwrite=overwrite)
+
+    def to_torch(self):
+        """A PyTorch ``Sequential(Linear, ReLU, Linear)`` with exactly these weights, on the CPU; it
+        ends in the logits (no softmax layer: PyTorch's losses take logits). See :mod:`fastmlp.export`."""
+        from .export import to_torch
+
+        return to_torch(self)
+
+    @classmethod
+    def from_torch(cls, module, *, backend=None, classes=None, precision="float32", cuda_graphs=None):
+        """The model of a PyTorch ``Sequential(Linear, ReLU, Linear)`` (float32 or float64, any
+        device), as :meth:`to_torch` returns; ``classes`` None reads the module's ``classes``.
+        The other arguments are :meth:`from_params`'s."""
+        from .export import from_torch
+
+        return from_torch(module, backend=backend, classes=classes, precision=precision, cuda_graphs=cuda_graphs)
