@@ -28,12 +28,14 @@ import importlib
 import json
 from pathlib import Path
 
+from . import __version__
 from .errors import BackendError, InvalidInputError, InvalidTypeError
+from .files import atomic_write, check_file_destination
 
 __all__ = ["OPSET", "to_onnx", "to_torch", "from_torch"]
 
 #: the ONNX opset of the exported graph: the first whose Softmax is the row-wise softmax as defined
-#: today; every ONNX Runtime since 1.6 runs it (each operator used exists unchanged since then)
+#: today; every ONNX Runtime since 1.6 runs it
 OPSET = 13
 _INSTALL = {"onnx": 'pip install "fastmlp[onnx]"', "torch": 'pip install "fastmlp[torch]"'}
 
@@ -55,8 +57,6 @@ def to_onnx(model, path, *, overwrite=False):
 
     ``path`` must end in ``.onnx``; an existing file is replaced only with ``overwrite=True``. The
     destination is checked before anything is built, and the file is written atomically."""
-    from .files import atomic_write, check_file_destination
-
     if Path(path).suffix.lower() != ".onnx":
         raise InvalidInputError(
             f"ONNX file {path}: give a file name ending in .onnx (e.g. letters.onnx)", parameter="path"
@@ -70,8 +70,6 @@ def to_onnx(model, path, *, overwrite=False):
 
 def _onnx_model(onnx, model):
     """The checked ModelProto of ``model``'s network (see the module's docstring)."""
-    from . import __version__
-
     helper, params = onnx.helper, model.params
     size = sum(array.nbytes for array in params.values())
     if size >= onnx.checker.MAXIMUM_PROTOBUF:
