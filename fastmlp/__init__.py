@@ -45,6 +45,7 @@ _SUBMODULES = (
     "memory",
     "evaluation",
     "images",
+    "export",
 )
 
 __all__ = [*_EXPORTS, "datasets", "__version__"]

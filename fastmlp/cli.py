@@ -1,4 +1,4 @@
-"""The ``fastmlp`` command: ``train``, ``evaluate``, ``predict``, ``bench`` and ``info``.
+"""The ``fastmlp`` command: ``train``, ``evaluate``, ``predict``, ``export``, ``bench`` and ``info``.
 
 Exit status: 0 success; 2 an error (one line on stderr, ``--debug`` shows the traceback);
 3 a *failed run*: training finished but did not learn (final training loss not below the initial
@@ -98,6 +98,7 @@ def build_parser():
     _add_train_parser(commands, debug)
     _add_evaluate_parser(commands, debug)
     _add_predict_parser(commands, debug)
+    _add_export_parser(commands, debug)
     _add_bench_parser(commands, debug)
     info = commands.add_parser("info", help="versions, BLAS, threads, and which backends can run here")
     info.add_argument("--debug", **debug)
@@ -207,6 +208,15 @@ def _add_predict_parser(commands, debug):
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--backend", help="backend to run the model on (default as for train)")
     predict.add_argument("--debug", **debug)
+
+
+def _add_export_parser(commands, debug):
+    """``fastmlp export MODEL OUT.onnx [--overwrite]``."""
+    export = commands.add_parser("export", help="write a weights file as an ONNX model, for ONNX Runtime and others")
+    export.add_argument("model", metavar="MODEL", help="weights file written by fastmlp train (model.npz)")
+    export.add_argument("out", metavar="OUT.onnx", help='the ONNX file to write (needs: pip install "fastmlp[onnx]")')
+    export.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
+    export.add_argument("--debug", **debug)
 
 
 def _requested_backends(args):
@@ -381,6 +391,20 @@ def _predict(args):
     return 0
 
 
+def _export(args):
+    from .backends import DEFAULT
+    from .export import OPSET
+    from .mlp import MLP
+
+    model = MLP.load(args.model, backend=DEFAULT)  # the weights are only read: the default backend, on the host
+    args.written = model.to_onnx(args.out, overwrite=args.overwrite)
+    print(
+        f"wrote {args.out}: ONNX opset {OPSET}, {model.n_in} -> {model.n_hidden} -> {model.n_out} in {model.dtype}; "
+        f"input images (N x {model.n_in}, grey level / 255), outputs probabilities (N x {model.n_out}) and label (N)"
+    )
+    return 0
+
+
 def _bench_settings(args):
     """The benchmark's settings, checked before anything is timed: (backend names, dtypes)."""
     from .files import check_file_destination
@@ -461,7 +485,14 @@ def _info(args):
     return 0
 
 
-_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "bench": _bench, "info": _info}
+_COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "predict": _predict,
+    "export": _export,
+    "bench": _bench,
+    "info": _info,
+}
 
 
 class _Output:

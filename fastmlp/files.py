@@ -149,12 +149,15 @@ def check_destination(destination, *, overwrite=False, name="--out"):
     return path
 
 
-def check_file_destination(path, *, name):
+def check_file_destination(path, *, name, overwrite=True):
     """Validate where one output file will go, before any work: its folder exists and takes a new
-    file, and the path is not a folder. Raises :class:`StorageError` starting with ``name``."""
+    file, and the path is not a folder; ``overwrite=False`` also refuses a path that exists.
+    Raises :class:`StorageError` starting with ``name``."""
     path = Path(os.path.abspath(Path(path).expanduser()))
     if path.is_dir():
         raise StorageError(f"{name} {path}: is a folder; give a file name")
+    if not overwrite and os.path.lexists(path):
+        raise StorageError(f"{name} {path}: already exists; choose another path, or pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise StorageError(f"{name} {path}: the folder {path.parent} does not exist")
     try:

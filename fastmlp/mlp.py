@@ -65,6 +65,7 @@ class MLP:
             host_params = model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
             self._setup(host_params, backend, dtype, classes, precision, cuda_graphs)
         self.seed: int | None = int(seed)
+        self.training_: list | None = []  # no fit yet
 
     def _setup(self, host_params, backend, dtype, classes, precision="float32", cuda_graphs=None):
         self._backend = get_backend(backend)
@@ -79,6 +80,8 @@ class MLP:
         self._velocities = None  # created by the first fit, kept across fits
         self.history_ = None
         self.seed = None
+        #: the settings of each completed fit ({epochs, lr, momentum, ...}); None: not known
+        self.training_ = None
 
     @classmethod
     def from_params(cls, params, *, backend=None, dtype=None, classes=None, precision="float32", cuda_graphs=None):
@@ -192,7 +195,14 @@ class MLP:
                 raise
             raise error from None
         self.history_ = history
+        if self.training_ is not None:
+            self.training_.append(self._fit_record(history.epochs, lr, momentum, batch_size))
         return history
+
+    def _fit_record(self, epochs, lr, momentum, batch_size):
+        """One entry of ``training_``: what a completed fit ran with, as plain JSON values."""
+        settings = {"epochs": epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size, "seed": self.seed}
+        return settings | {"backend": self.backend, "dtype": self.dtype, "precision": self.precision}
 
     def _fit_on_device(
         self, X_host, labels_host, X_valid, labels_valid, *, epochs, lr, momentum, batch_size, progress, shuffle_seed
@@ -264,14 +274,14 @@ class MLP:
 
     # ------------------------------------------------------ persistence
     def save(self, path):
-        """Write the parameters to ``path`` (npz without pickle), atomically."""
+        """Write the parameters to ``path`` (npz without pickle), atomically, with the class names
+        and the settings of each fit (``training_``, when known)."""
         from . import __version__
 
-        weights.save_weights(
-            path,
-            self.params,
-            extra_metadata={"fastmlp_version": __version__, "classes": list(self.classes), "precision": self.precision},
-        )
+        metadata = {"fastmlp_version": __version__, "classes": list(self.classes), "precision": self.precision}
+        if self.training_ is not None:
+            metadata["training"] = self.training_
+        weights.save_weights(path, self.params, extra_metadata=metadata)
 
     @classmethod
     def load(cls, path, *, backend=None, precision="float32", cuda_graphs=None):
@@ -281,7 +291,7 @@ class MLP:
         The file records the precision it was trained with (``weights.load_weights`` returns it in
         the metadata); the loaded model computes in ``precision``."""
         params, metadata = weights.load_weights(path)  # checked there by the same rule as from_params
-        return cls.from_params(
+        model = cls.from_params(
             params,
             backend=backend,
             dtype=metadata["dtype"],
@@ -289,3 +299,33 @@ class MLP:
             precision=precision,
             cuda_graphs=cuda_graphs,
         )
+        model.training_ = metadata.get("training")
+        return model
+
+    # ----------------------------------------------------------- export
+    def to_onnx(self, path, *, overwrite=False):
+        """Write the network to ``path`` (``.onnx``) as an ONNX model; returns the path.
+
+        Input ``images``: (N, 784) in the model's dtype, scaled as the data are (grey level / 255,
+        the letter light on dark); outputs ``probabilities`` (N, K) and ``label`` (N,), the class
+        names as strings; class names, fastmlp version and training settings in its
+        ``metadata_props``. Needs the onnx package; see :mod:`fastmlp.export`."""
+        from .export import to_onnx
+
+        return to_onnx(self, path, overwrite=overwrite)
+
+    def to_torch(self):
+        """A PyTorch ``Sequential(Linear, ReLU, Linear)`` with exactly these weights, on the CPU; it
+        ends in the logits (no softmax layer: PyTorch's losses take logits). See :mod:`fastmlp.export`."""
+        from .export import to_torch
+
+        return to_torch(self)
+
+    @classmethod
+    def from_torch(cls, module, *, backend=None, classes=None, precision="float32", cuda_graphs=None):
+        """The model of a PyTorch ``Sequential(Linear, ReLU, Linear)`` (float32 or float64, any
+        device), as :meth:`to_torch` returns; ``classes`` None reads the module's ``classes``.
+        The other arguments are :meth:`from_params`'s."""
+        from .export import from_torch
+
+        return from_torch(module, backend=backend, classes=classes, precision=precision, cuda_graphs=cuda_graphs)

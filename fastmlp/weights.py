@@ -3,9 +3,10 @@
 Format: a zip archive (NumPy's ``.npz`` layout) with one ``.npy`` member per parameter (``W1``,
 ``b1``, ``W2``, ``b2``) and a small ``metadata.json``: format name and version, dtype, shapes,
 the fastmlp version that wrote it and, optionally, ``classes``: the name of each output (e.g. the
-letters "A" ... "J") and ``precision``: the precision of the products it was trained with. Files
-without them (written by fastmlp 0.1.0) are still read, and readers that do not know them ignore
-them, so the format version stays 1.
+letters "A" ... "J"), ``precision``: the precision of the products it was trained with, and
+``training``: the settings of each fit (a list of objects: epochs, lr, momentum, batch_size, seed,
+backend, dtype, precision). Files without them (written by fastmlp 0.1.0) are still read, and
+readers that do not know them ignore them, so the format version stays 1.
 
 Saving goes through :func:`fastmlp.files.atomic_write`: an interrupted save (exception, Ctrl-C,
 full disk) leaves the old file as it was. Loading reads the zip's directory first and refuses members
@@ -96,6 +97,9 @@ def _declared_layout(metadata, problems):
     declared = _declared_shapes(metadata.get("shapes"), problems)
     if len(declared.get("W2", ())) == 2:
         _check_classes(metadata, declared["W2"][-1], problems)
+    training = metadata.get("training")
+    if training is not None and not (isinstance(training, list) and all(isinstance(t, dict) for t in training)):
+        problems.append(f"training must be a list of JSON objects (the settings of each fit), got {training!r:.60}")
     return dtype, declared
 
 

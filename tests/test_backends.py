@@ -97,7 +97,8 @@ def test_import_fastmlp_imports_no_optional_library():
         import fastmlp
         model = fastmlp.MLP(784, 8, 10)
         fastmlp.datasets.load_notmnist
-        loaded = sorted(m for m in ("numba", "cupy", "torch", "jax", "matplotlib", "pooch", "tqdm", "llvmlite") if m in sys.modules)
+        optional = ("numba", "cupy", "torch", "jax", "matplotlib", "pooch", "tqdm", "llvmlite", "onnx", "onnxruntime")
+        loaded = sorted(m for m in optional if m in sys.modules)
         print(loaded)
     """,
         env={"FASTMLP_BACKEND": ""},
@@ -106,26 +107,33 @@ def test_import_fastmlp_imports_no_optional_library():
     assert result.stdout.strip() == "[]"
 
 
-#: an optional package missing -> how the test asks for its backend
+#: "package[, what needs it]" -> how the test asks for what needs the optional package
 MISSING_PACKAGES = {
     "numba": 'fastmlp.MLP(784, 8, 10, backend="numba")',
     "cupy": 'fastmlp.get_backend("cupy")',
     "torch": 'fastmlp.MLP(784, 8, 10, backend="torch")',
     "jax": 'fastmlp.get_backend("jax")',
+    "onnx": 'fastmlp.MLP(784, 8, 10).to_onnx("model.onnx")',
+    "torch, MLP.to_torch": "fastmlp.MLP(784, 8, 10).to_torch()",
+    "torch, MLP.from_torch": "fastmlp.MLP.from_torch(None)",
 }
 
 
-@pytest.mark.parametrize("package", MISSING_PACKAGES)
-def test_a_missing_package_is_named_with_its_extra(package):
-    result = run_python(f"""
+@pytest.mark.parametrize("case", MISSING_PACKAGES)
+def test_a_missing_package_is_named_with_its_extra(case, tmp_path):
+    package = case.split(",")[0]
+    result = run_python(
+        f"""
         import sys
         sys.modules["{package}"] = None  # makes `import {package}` fail as if it were not installed
         import fastmlp
         try:
-            {MISSING_PACKAGES[package]}
+            {MISSING_PACKAGES[case]}
         except fastmlp.BackendError as exc:
             print("BackendError:", exc)
-    """)
+    """,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert f"needs the package '{package}'" in result.stdout and f'pip install "fastmlp[{package}]"' in result.stdout
 

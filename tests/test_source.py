@@ -64,12 +64,14 @@ def test_backend_names_live_only_in_the_backends_package():
     from fastmlp.backends import BACKEND_NAMES, ENV_VAR
 
     library_names = {"numpy"}  # also the name of the library every backend is measured against
+    # a module converting the network to a library's own types names that library, not a backend
+    converters = {"export.py": {"torch"}}
     outside = [path for path in SOURCES if "backends" not in path.relative_to(PACKAGE).parts]
     assert len(outside) > 10
     found = []
     for path in outside:
         for line, text, is_docstring in _string_constants(path):
-            for name in BACKEND_NAMES:
+            for name in set(BACKEND_NAMES) - converters.get(path.name, set()):
                 pattern = (
                     rf"^{name}$|backend[= ]+['\"]?{name}\b" if name in library_names else rf"(?<![\w.]){name}(?![\w])"
                 )

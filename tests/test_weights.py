@@ -266,3 +266,24 @@ def test_the_file_records_the_precision_and_older_files_still_load(tmp_path, net
         assert json.loads(archive.read("metadata.json"))["precision"] == "fp8"
     with pytest.raises(fastmlp.FastMLPError, match=r"precision 'fp8' is not one of float32, tf32, bf16"):
         load_weights(tmp_path / "bad.npz")
+
+
+def test_the_file_records_the_settings_of_each_fit(tmp_path, notmnist):
+    from fastmlp.weights import save_weights
+
+    model = fastmlp.MLP(784, 8, 10, seed=4)
+    assert model.training_ == []
+    model.fit(*notmnist.train, epochs=1, lr=0.2)
+    model.fit(*notmnist.train, epochs=2, momentum=0.0, batch_size=1000)
+    model.save(tmp_path / "w.npz")
+    same = {"seed": 4, "backend": model.backend, "dtype": "float32", "precision": "float32"}
+    assert fastmlp.MLP.load(tmp_path / "w.npz").training_ == [
+        {"epochs": 1, "lr": 0.2, "momentum": 0.9, "batch_size": None, **same},
+        {"epochs": 2, "lr": 0.1, "momentum": 0.0, "batch_size": 1000, **same},
+    ]
+    assert fastmlp.MLP.from_params(model.params).training_ is None  # parameters from elsewhere: not known
+    save_weights(tmp_path / "old.npz", model.params, extra_metadata={"fastmlp_version": "0.1.0"})
+    assert fastmlp.MLP.load(tmp_path / "old.npz").training_ is None
+    save_weights(tmp_path / "bad.npz", model.params, extra_metadata={"training": "200 epochs"})
+    with pytest.raises(InvalidInputError, match=r"training must be a list of JSON objects .*, got '200 epochs'"):
+        fastmlp.MLP.load(tmp_path / "bad.npz")
