@@ -243,9 +243,9 @@ def _print_error(exc, debug):
 
 def _train(args):
     from . import datasets
+    from .arguments import check_hyperparameters
     from .files import check_destination, default_run_name
     from .mlp import MLP
-    from .validation import check_hyperparameters
 
     destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite)
     check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
@@ -383,8 +383,8 @@ def _predict(args):
 
 def _bench_settings(args):
     """The benchmark's settings, checked before anything is timed: (backend names, dtypes)."""
+    from .arguments import check_dtype, check_precision_name
     from .files import check_file_destination
-    from .validation import check_dtype, check_precision_name
 
     for flag, path in (("--json", args.json), ("--plot", args.plot), ("--sweep-plot", args.sweep and args.sweep_plot)):
         if path:

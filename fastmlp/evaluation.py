@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arguments import check_labels
 from .errors import InvalidInputError
 from .files import write_text
-from .validation import check_labels
 
 __all__ = ["Report", "evaluate", "write_report", "MISTAKES_SHOWN"]
 

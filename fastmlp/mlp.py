@@ -7,11 +7,7 @@ import math
 import numpy as np
 
 from . import model, train, weights
-from .backends import configure, get_backend
-from .errors import InvalidInputError
-from .memory import ensure_fits, host_memory_errors
-from .optim import INITIAL_VELOCITY
-from .validation import (
+from .arguments import (
     check_classes,
     check_dtype,
     check_features,
@@ -20,6 +16,10 @@ from .validation import (
     check_layout,
     check_params,
 )
+from .backends import configure, get_backend
+from .errors import InvalidInputError
+from .memory import ensure_fits, host_memory_errors
+from .optim import INITIAL_VELOCITY
 
 __all__ = ["MLP"]
 
@@ -56,7 +56,7 @@ class MLP:
     ):
         n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", parameter="seed")
+            raise InvalidInputError.about("seed", f"must be an integer >= 0, got {seed!r}")
         dtype = check_dtype("float32" if dtype is None else dtype)
         classes = check_classes(classes, n_out)
         doing = f"creating MLP({n_in}, {n_hidden}, {n_out})"
