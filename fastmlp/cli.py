@@ -328,9 +328,9 @@ TRAIN_FILES = {
 
 def _evaluation(model, test):
     """The :class:`~fastmlp.evaluation.Report` of ``model`` on the (X, y) test split."""
-    from .evaluation import evaluate
+    from .evaluation import report
 
-    return evaluate(model, *test)
+    return report(model, *test)
 
 
 def _print_table(report):
