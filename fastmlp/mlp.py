@@ -160,19 +160,11 @@ class MLP:
         gradient descent (the seed); an int gives shuffled mini-batches drawn on the host from
         ``shuffle_seed`` (default: the model's seed). Velocities start at 1e-5 and persist
         across ``fit`` calls. On divergence, :class:`~fastmlp.errors.DivergenceError` is raised
-        and the model keeps the last weights whose training loss was finite.
-        """
+        and the model keeps the last weights whose training loss was finite."""
         epochs, lr, momentum, batch_size = check_hyperparameters(
             epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size
         )
-        X_host = check_features(X, self.dtype, n_features=self.n_in)
-        labels_host = check_labels(y, self.n_out, n_samples=len(X_host))
-        if (X_valid is None) != (y_valid is None):
-            raise InvalidInputError("pass both X_valid and y_valid, or neither")
-        if X_valid is not None:  # every check on the host, before any copy to the device
-            X_valid = check_features(X_valid, self.dtype, n_features=self.n_in, name="X_valid")
-            y_valid = check_labels(y_valid, self.n_out, n_samples=len(X_valid), name="y_valid")
-        backend = self._backend
+        X_host, labels_host, X_valid, y_valid = self._checked_data(X, y, X_valid, y_valid)
         try:
             history = self._fit_on_device(
                 X_host,
@@ -187,12 +179,24 @@ class MLP:
                 shuffle_seed=shuffle_seed,
             )
         except MemoryError as exc:
-            error = backend.out_of_memory(exc)
+            error = self._backend.out_of_memory(exc)
             if error is exc:
                 raise
             raise error from None
         self.history_ = history
         return history
+
+    def _checked_data(self, X, y, X_valid, y_valid):
+        """(X, labels, X_valid, labels_valid) as fit uses them: every check on the host, before any copy
+        to the device."""
+        X_host = check_features(X, self.dtype, n_features=self.n_in)
+        labels_host = check_labels(y, self.n_out, n_samples=len(X_host))
+        if (X_valid is None) != (y_valid is None):
+            raise InvalidInputError("pass both X_valid and y_valid, or neither")
+        if X_valid is not None:
+            X_valid = check_features(X_valid, self.dtype, n_features=self.n_in, name="X_valid")
+            y_valid = check_labels(y_valid, self.n_out, n_samples=len(X_valid), name="y_valid")
+        return X_host, labels_host, X_valid, y_valid
 
     def _fit_on_device(
         self, X_host, labels_host, X_valid, labels_valid, *, epochs, lr, momentum, batch_size, progress, shuffle_seed
