@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model, train
+from . import _sysinfo, model, train
 from .backends import ALL_CHOICES, BASELINE, backend_status, configure, get_backend
 from .errors import BackendError, InvalidInputError
 from .files import write_text
@@ -149,24 +149,11 @@ def load_peers(log=print, folder=PEERS):
     return peers
 
 
-def compare(
-    backends="all",
-    *,
-    dtypes=("float32",),
-    precisions=("float32",),
-    hiddens=(1000,),
-    n=6000,
-    n_valid=2000,
-    epochs=10,
-    warmup=2,
-    peers=False,
-    log=print,
-):
+def compare(backends, *, dtypes, hiddens, n, n_valid, epochs, warmup, precisions=("float32",), peers=False, log=print):
     """Time every usable backend on every (dtype, precision, hidden), interleaved; returns a
-    JSON-able dict. ``peers``: also time the other libraries' own loops of ``bench/peers/`` in
-    the same rounds (float32 products only)."""
-    from . import _sysinfo
-
+    JSON-able dict. The settings have no defaults here: ``fastmlp bench``'s flags hold them.
+    ``peers``: also time the other libraries' own loops of ``bench/peers/`` in the same rounds
+    (float32 products only)."""
     result = {
         "machine": _sysinfo.machine_info(),
         "blas": _sysinfo.blas_info(),

@@ -8,18 +8,38 @@ same; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing written.
 ``train`` checks ``--out`` before loading any data, writes the run into a temporary folder beside
 it and moves it into place in one rename (:func:`fastmlp.files.run_folder`).
 This module imports NumPy only after parsing the arguments, so that the BLAS thread setting
-below is in place before NumPy loads.
+below is in place before NumPy loads: what imports NumPy is imported inside the commands.
+
+The module reads top-down: the tables, :func:`main`, the parser, the commands, then the pieces
+they share.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+from . import __version__
+from .backends import (  # imports no NumPy
+    BACKEND_CHOICES,
+    BACKEND_NAMES,
+    DEFAULT,
+    DEVICES,
+    ENV_VAR,
+    backend_status,
+    describe_choice,
+    get_backend,
+    prepare_threads,
+    resolve_name,
+)
+from .errors import FastMLPError
 
 __all__ = ["main", "build_parser"]
 
@@ -29,70 +49,104 @@ EXIT_FAILED_RUN = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
+#: API argument -> the flag that sets it, so that a message names what the user typed
+_FLAGS = {
+    "n_hidden": "--hidden",
+    "epochs": "--epochs",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "batch_size": "--batch-size",
+    "dtype": "--dtype",
+    "seed": "--seed",
+    "precision": "--precision",
+}
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that clean-up runs as for Ctrl-C."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (status 2), like every other fastmlp error."""
-
-    #: the sub-command named on the command line, so that the main parser's errors point at its help
-    command_hint = None
-
-    def error(self, message):
-        prog = f"{self.prog} {self.command_hint}" if self.command_hint and " " not in self.prog else self.prog
-        raise _UsageError(f"{message} (see {prog} --help)")
-
-
-class _UsageError(Exception):
-    pass
+#: the files fastmlp train writes besides the evaluation's, as summary.txt lists them
+TRAIN_FILES = {
+    "loss.png": "training and validation loss (average cross-entropy) per epoch",
+    "accuracy.png": "training and validation accuracy per epoch",
+    "history.csv": "loss, accuracy and seconds of every epoch",
+    "model.npz": "the trained weights and class names (fastmlp predict / evaluate / MLP.load read it)",
+}
 
 
-def _parsed(convert, what):
-    """An argparse type: ``convert(text)``, or an error saying what was expected."""
+class _Outcome(NamedTuple):
+    """What a command did: its exit status, the folder it wrote (None: none) with the files in it,
+    and a warning for the last line."""
 
-    def parse(text):
-        try:
-            return convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-
-    return parse
+    status: int = 0
+    folder: Path | None = None
+    files: tuple[str, ...] = ()
+    warning: str | None = None
 
 
-_int = _parsed(int, "an integer")
-_float = _parsed(float, "a number")
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Output(sys.stdout), _Output(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
-def _positive_int(text):
-    value = _parsed(int, "an integer >= 1")(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _main(argv):
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    parser.command_hint = next((arg for arg in argv if arg in _COMMANDS), None)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        _print_error(exc, False)
+        return EXIT_ERROR
+    prepare_threads(_requested_backends(args))
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    outcome = None
+    try:
+        outcome = _COMMANDS[args.command](args)
+        return _finish(outcome)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        written = f"{outcome.folder} was written" if outcome and outcome.folder else "nothing was written"
+        print(f"fastmlp: {what}; {written}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    except (FastMLPError, OSError, MemoryError) as exc:
+        _print_error(exc, debug)
+        return EXIT_ERROR
 
 
-def _version():
-    from . import __version__
-
-    return __version__
-
-
-def _list(text):
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError(f"expected one or more comma-separated values, got {text!r}")
-    return parts
+def _finish(outcome):
+    """Say what the command wrote, then its warning; returns its exit status."""
+    if outcome.folder is not None:
+        print(f"wrote {outcome.folder}/: {', '.join(outcome.files)}")
+    if outcome.warning:
+        print(f"fastmlp: warning: {outcome.warning}", file=sys.stderr)
+    return outcome.status
 
 
+def _print_error(exc, debug):
+    """The error as one line on stderr, an API argument named by its flag (with ``debug``, the
+    traceback first)."""
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    flag = _FLAGS.get(exc.parameter) if isinstance(exc, FastMLPError) and exc.parameter else None
+    message = exc.naming(flag) if flag else str(exc)
+    print(f"fastmlp: error: {' '.join(message.split()) or type(exc).__name__}", file=sys.stderr)
+
+
+def _requested_backends(args):
+    """The backend names the command asks for (None: the environment's or the default)."""
+    if args.command in ("train", "evaluate", "predict"):
+        return [args.backend]
+    return getattr(args, "backends", [])
+
+
+# ------------------------------------------------------------------ parser
 def build_parser():
     parser = _Parser(prog="fastmlp", description="Train, evaluate, use and benchmark the two-layer notMNIST network.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    parser.add_argument("--version", action="version", version=f"fastmlp {_version()}")
+    parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     debug: dict[str, Any] = dict(action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
     _add_train_parser(commands, debug)
@@ -107,8 +161,6 @@ def build_parser():
 
 def _add_train_parser(commands, debug):
     """``fastmlp train [...]``."""
-    from .backends import BACKEND_NAMES, DEFAULT, DEVICES, ENV_VAR  # imports no NumPy
-
     train = commands.add_parser(
         "train", help="train on notMNIST; write curves, history, weights and the test evaluation"
     )
@@ -139,43 +191,6 @@ def _add_train_parser(commands, debug):
     train.add_argument("--overwrite", action="store_true", help="replace an existing --out folder as a whole")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--debug", **debug)
-
-
-def _add_bench_parser(commands, debug):
-    """``fastmlp bench [...]``."""
-    bench = commands.add_parser("bench", help="time an epoch on every backend, side by side")
-    bench.add_argument("--backends", type=_list, default=["all"], help="comma-separated names, or all (default)")
-    bench.add_argument(
-        "--dtype", type=_list, default=["float32"], help="float32 (default), float64, or both comma-separated"
-    )
-    bench.add_argument(
-        "--precision",
-        type=_list,
-        default=["float32"],
-        help="float32 (default), tf32, bf16, or several comma-separated (rows side by side)",
-    )
-    bench.add_argument(
-        "--hidden",
-        type=lambda t: [_positive_int(v) for v in _list(t)],
-        default=[1000],
-        help="hidden units, comma-separated (default 1000)",
-    )
-    bench.add_argument("--n", type=_positive_int, default=6000, help="training rows (default 6000)")
-    bench.add_argument("--valid", type=_positive_int, default=2000, help="validation rows (default 2000)")
-    bench.add_argument("--epochs", type=_positive_int, default=10, help="timed epochs per backend (default 10)")
-    bench.add_argument("--warmup", type=_positive_int, default=2, help="warm-up epochs per backend (default 2)")
-    bench.add_argument("--json", help="write every raw timing and the machine's facts here")
-    bench.add_argument("--plot", help="write a bar chart of seconds per epoch here (PNG)")
-    bench.add_argument("--sweep", action="store_true", help="also time epochs as N and H grow")
-    bench.add_argument(
-        "--peers",
-        action="store_true",
-        help="also time other libraries' own loops (bench/peers/ in a checkout) in the same rounds",
-    )
-    bench.add_argument(
-        "--sweep-plot", default="bench-sweep.png", help="log-log PNG of the sweep (default bench-sweep.png)"
-    )
-    bench.add_argument("--debug", **debug)
 
 
 def _add_evaluate_parser(commands, debug):
@@ -219,43 +234,79 @@ def _add_export_parser(commands, debug):
     export.add_argument("--debug", **debug)
 
 
-def _requested_backends(args):
-    """The backend names the command asks for (None: the environment's or the default)."""
-    if args.command in ("train", "evaluate", "predict"):
-        return [args.backend]
-    return getattr(args, "backends", [])
+def _add_bench_parser(commands, debug):
+    """``fastmlp bench [...]``."""
+    bench = commands.add_parser("bench", help="time an epoch on every backend, side by side")
+    bench.add_argument("--backends", type=_list, default=["all"], help="comma-separated names, or all (default)")
+    bench.add_argument(
+        "--dtype", type=_list, default=["float32"], help="float32 (default), float64, or both comma-separated"
+    )
+    bench.add_argument(
+        "--precision",
+        type=_list,
+        default=["float32"],
+        help="float32 (default), tf32, bf16, or several comma-separated (rows side by side)",
+    )
+    bench.add_argument(
+        "--hidden",
+        type=lambda t: [_positive_int(v) for v in _list(t)],
+        default=[1000],
+        help="hidden units, comma-separated (default 1000)",
+    )
+    bench.add_argument("--n", type=_positive_int, default=6000, help="training rows (default 6000)")
+    bench.add_argument("--valid", type=_positive_int, default=2000, help="validation rows (default 2000)")
+    bench.add_argument("--epochs", type=_positive_int, default=10, help="timed epochs per backend (default 10)")
+    bench.add_argument("--warmup", type=_positive_int, default=2, help="warm-up epochs per backend (default 2)")
+    bench.add_argument("--json", help="write every raw timing and the machine's facts here")
+    bench.add_argument("--plot", help="write a bar chart of seconds per epoch here (PNG)")
+    bench.add_argument("--sweep", action="store_true", help="also time epochs as N and H grow")
+    bench.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time other libraries' own loops (bench/peers/ in a checkout) in the same rounds",
+    )
+    bench.add_argument(
+        "--sweep-plot", default="bench-sweep.png", help="log-log PNG of the sweep (default bench-sweep.png)"
+    )
+    bench.add_argument("--debug", **debug)
 
 
-#: API argument -> the flag that sets it, so messages name what the user typed
-_FLAGS = {
-    "n_hidden": "--hidden",
-    "epochs": "--epochs",
-    "lr": "--lr",
-    "momentum": "--momentum",
-    "batch_size": "--batch-size",
-    "dtype": "--dtype",
-    "seed": "--seed",
-    "precision": "--precision",
-}
+def _parsed(convert, what):
+    """An argparse type: ``convert(text)``, or an error saying what was expected."""
+
+    def parse(text):
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+    return parse
 
 
-def _print_error(exc, debug):
-    if debug:
-        import traceback
-
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    parameter = getattr(exc, "parameter", None)
-    if parameter in _FLAGS and message.startswith(parameter):
-        message = _FLAGS[parameter] + message[len(parameter) :]
-    print(f"fastmlp: error: {message}", file=sys.stderr)
+_int = _parsed(int, "an integer")
+_float = _parsed(float, "a number")
 
 
+def _positive_int(text):
+    value = _parsed(int, "an integer >= 1")(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _list(text):
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected one or more comma-separated values, got {text!r}")
+    return parts
+
+
+# ---------------------------------------------------------------- commands
 def _train(args):
-    from . import datasets
+    from . import datasets, evaluation
+    from .arguments import check_hyperparameters
     from .files import check_destination, default_run_name
     from .mlp import MLP
-    from .validation import check_hyperparameters
 
     destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite)
     check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
@@ -280,11 +331,12 @@ def _train(args):
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
-    report = _evaluation(model, data.test)  # evaluated once: the test accuracy and the table
+    report = evaluation.report(model, *data.test)  # evaluated once: the test accuracy and the table
     _print_results(history, report.accuracy)
-    _print_table(report)
-    _write_run(destination, args, model, history, report, data.test[0])
-    return _verdict(history, data.train[1])
+    _print_test_table(report)
+    failure = _failure(history, data.train[1])
+    files = _write_run(destination, args, model, history, report, data.test[0])
+    return _Outcome(EXIT_FAILED_RUN if failure else 0, destination, files, failure)
 
 
 def _print_results(history, test_acc):
@@ -298,7 +350,9 @@ def _print_results(history, test_acc):
 
 
 def _write_run(destination, args, model, history, report, test_images):
-    """The run folder: curves, history, weights and the test evaluation, moved into place whole."""
+    """The run folder: curves, history, weights and the test evaluation, moved into place whole;
+    returns the names of its files."""
+    from .evaluation import write_report
     from .files import run_folder, write_text
     from .plotting import plot_curves
 
@@ -307,56 +361,24 @@ def _write_run(destination, args, model, history, report, test_images):
         plot_curves(history, folder / "loss.png", folder / "accuracy.png", title=title)
         write_text(folder / "history.csv", history.to_csv())
         model.save(folder / "model.npz")
-        written = _write_evaluation(report, folder, test_images, title, TRAIN_FILES)
-    args.written = destination
-    print(f"wrote {destination}/: {', '.join([*TRAIN_FILES, *written])}")
+        written = write_report(report, folder, images=test_images, files=TRAIN_FILES, title=title)
+    return (*TRAIN_FILES, *written)
 
 
-def _verdict(history, train_labels):
-    """0, or EXIT_FAILED_RUN with a warning line when the run did not learn."""
+def _failure(history, train_labels):
+    """The warning of a run that did not learn (exit status EXIT_FAILED_RUN), or None."""
     import numpy as np
 
     chance = float(np.bincount(train_labels).max() / len(train_labels))
     reason = history.failure(chance)
     if reason is None:
-        return 0
+        return None
     hint = "try a larger --lr or more --epochs" if history.loss_fell else "try a smaller --lr"
-    print(
-        f"fastmlp: warning: the run failed to learn: {reason}; {hint} (exit status {EXIT_FAILED_RUN})", file=sys.stderr
-    )
-    return EXIT_FAILED_RUN
-
-
-#: the files fastmlp train writes besides the evaluation's, as summary.txt lists them
-TRAIN_FILES = {
-    "loss.png": "training and validation loss (average cross-entropy) per epoch",
-    "accuracy.png": "training and validation accuracy per epoch",
-    "history.csv": "loss, accuracy and seconds of every epoch",
-    "model.npz": "the trained weights and class names (fastmlp predict / evaluate / MLP.load read it)",
-}
-
-
-def _evaluation(model, test):
-    """The :class:`~fastmlp.evaluation.Report` of ``model`` on the (X, y) test split."""
-    from .evaluation import evaluate
-
-    return evaluate(model, *test)
-
-
-def _print_table(report):
-    print(f"test split, {report.n} images:")
-    print(report.table())
-
-
-def _write_evaluation(report, out, images, title, files):
-    """The evaluation's files in ``out`` (confusion.png, mistakes.png, summary.txt, summary.json)."""
-    from .evaluation import write_report
-
-    return write_report(report, out, images=images, files=files, title=title)
+    return f"the run failed to learn: {reason}; {hint} (exit status {EXIT_FAILED_RUN})"
 
 
 def _evaluate(args):
-    from . import datasets
+    from . import datasets, evaluation
     from .files import check_destination, default_run_name, run_folder
     from .mlp import MLP
 
@@ -367,28 +389,30 @@ def _evaluate(args):
         f"model: {args.model} ({model.n_in} -> {model.n_hidden} -> {model.n_out}, {model.dtype}, "
         f"{model.backend}); data: {data.source}"
     )
-    report = _evaluation(model, data.test)
-    _print_table(report)
+    report = evaluation.report(model, *data.test)
+    _print_test_table(report)
     print(f"Test Loss: {report.loss:.4f}")
     print(f"Test Accuracy: {report.accuracy:.4f}")
     title = f"fastmlp evaluate {Path(args.model).name}, test split of {Path(data.source).name}"
     with run_folder(destination, overwrite=args.overwrite) as folder:
-        written = _write_evaluation(report, folder, data.test[0], title, {})
-    args.written = destination
-    print(f"wrote {destination}/: {', '.join(written)}")
-    return 0
+        written = evaluation.write_report(report, folder, images=data.test[0], title=title)
+    return _Outcome(0, destination, tuple(written))
+
+
+def _print_test_table(report):
+    """The per-letter table of the test split, as train and evaluate print it."""
+    print(f"test split, {report.n} images:")
+    print(report.table())
 
 
 def _predict(args):
-    import json
-
     from .mlp import MLP
 
     model = MLP.load(args.model, backend=args.backend)
     predictions = model.predict_images(args.images, ink=args.ink, top=args.top)  # every file read first
     for prediction in predictions:
         print(json.dumps(prediction.to_dict()) if args.json else prediction.line())
-    return 0
+    return _Outcome()
 
 
 def _export(args):
@@ -397,18 +421,18 @@ def _export(args):
     from .mlp import MLP
 
     model = MLP.load(args.model, backend=DEFAULT)  # the weights are only read: the default backend, on the host
-    args.written = model.to_onnx(args.out, overwrite=args.overwrite)
+    model.to_onnx(args.out, overwrite=args.overwrite)
     print(
         f"wrote {args.out}: ONNX opset {OPSET}, {model.n_in} -> {model.n_hidden} -> {model.n_out} in {model.dtype}; "
         f"input images (N x {model.n_in}, grey level / 255), outputs probabilities (N x {model.n_out}) and label (N)"
     )
-    return 0
+    return _Outcome()
 
 
 def _bench_settings(args):
     """The benchmark's settings, checked before anything is timed: (backend names, dtypes)."""
+    from .arguments import check_dtype, check_precision_name
     from .files import check_file_destination
-    from .validation import check_dtype, check_precision_name
 
     for flag, path in (("--json", args.json), ("--plot", args.plot), ("--sweep-plot", args.sweep and args.sweep_plot)):
         if path:
@@ -418,8 +442,6 @@ def _bench_settings(args):
         check_precision_name(precision)
     if args.backends == ["all"]:
         return args.backends, dtypes
-    from .backends import resolve_name
-
     return [resolve_name(name) for name in args.backends], dtypes
 
 
@@ -448,13 +470,11 @@ def _bench(args):
     if args.plot:
         plotting.plot_bars(result, args.plot)
         print(f"wrote {args.plot}")
-    return 0
+    return _Outcome()
 
 
 def _backend_line(name, status, facts):
     """One line of ``fastmlp info``: installed, usable, and the backend's own facts or why not."""
-    from .backends import get_backend
-
     line = f"  {name:<10} installed: {'yes' if status['installed'] else 'no':<3} usable: {'yes' if status['usable'] else 'no'}"
     if not status["usable"]:
         return line + f"  why: {status['reason']}"
@@ -472,8 +492,7 @@ def _print_choice(choice):
 
 
 def _info(args):
-    from . import __version__, _sysinfo
-    from .backends import BACKEND_CHOICES, backend_status, describe_choice
+    from . import _sysinfo
 
     facts = {"fastmlp": __version__, **_sysinfo.machine_info(), **_sysinfo.blas_info()}
     for key, value in facts.items():
@@ -482,7 +501,7 @@ def _info(args):
     print("backends:")
     for name in BACKEND_CHOICES:
         print(_backend_line(name, backend_status(name), facts))
-    return 0
+    return _Outcome()
 
 
 _COMMANDS = {
@@ -493,6 +512,30 @@ _COMMANDS = {
     "bench": _bench,
     "info": _info,
 }
+
+
+# ------------------------------------------------------- shared pieces
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that clean-up runs as for Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (status 2), like every other fastmlp error."""
+
+    #: the sub-command named on the command line, so that the main parser's errors point at its help
+    command_hint = None
+
+    def error(self, message):
+        prog = f"{self.prog} {self.command_hint}" if self.command_hint and " " not in self.prog else self.prog
+        raise _UsageError(f"{message} (see {prog} --help)")
+
+
+class _UsageError(Exception):
+    pass
 
 
 class _Output:
@@ -525,41 +568,3 @@ class _Output:
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
-
-
-def main(argv=None):
-    """Run the command line; returns the exit status."""
-    streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Output(sys.stdout), _Output(sys.stderr)
-    try:
-        return _main(argv)
-    finally:
-        sys.stdout, sys.stderr = streams
-
-
-def _main(argv):
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    debug = "--debug" in argv
-    parser.command_hint = next((arg for arg in argv if arg in _COMMANDS), None)
-    try:
-        args = parser.parse_args(argv)
-    except _UsageError as exc:
-        _print_error(exc, False)
-        return EXIT_ERROR
-    from .backends import prepare_threads  # imports no NumPy
-
-    prepare_threads(_requested_backends(args))
-    from .errors import FastMLPError
-
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        return _COMMANDS[args.command](args)
-    except KeyboardInterrupt as exc:
-        written = getattr(args, "written", None)
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"fastmlp: {what}; " + (f"{written} was written" if written else "nothing was written"), file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-    except (FastMLPError, OSError, MemoryError) as exc:
-        _print_error(exc, debug)
-        return EXIT_ERROR

@@ -28,10 +28,15 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 
+from ._download import fetch
+from .arguments import check_dtype
+from .classes import CLASSES
 from .errors import InvalidInputError, InvalidTypeError, MissingFileError, StorageError
+from .files import PathArg, npy_member, require_file
 from .memory import ensure_fits, host_memory_errors
 
 __all__ = [
@@ -75,10 +80,12 @@ _FALSE = ("", "0", "false", "no", "off")
 _CHUNK = 1 << 20  # bytes decompressed at a time
 _SPLIT_SEED = 521
 _IDX_UBYTE = 0x08
-#: the notMNIST class names, label 0 ... 9 (A=0 ... J=9)
-CLASSES = ("A", "B", "C", "D", "E", "F", "G", "H", "I", "J")
 _IMAGES_SUFFIX = "-images-idx3-ubyte"
 _LABELS_SUFFIX = "-labels-idx1-ubyte"
+
+
+#: (X, y): X (n, 784) features, y (n,) int64 labels
+Split: TypeAlias = "tuple[np.ndarray, np.ndarray]"
 
 
 @dataclass
@@ -89,11 +96,11 @@ class NotMNIST:
     the letter (A=0 ... J=9).
     """
 
-    train: tuple
-    valid: tuple
-    test: tuple
+    train: Split
+    valid: Split
+    test: Split
     source: str
-    classes: tuple = CLASSES
+    classes: tuple[str, ...] = CLASSES
 
     def __repr__(self):
         return (
@@ -103,18 +110,6 @@ class NotMNIST:
 
 
 # ---------------------------------------------------------------- readers
-def _check_regular_file(path, what="data file"):
-    """A clear error for a path that is missing, a folder, or not a regular file."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not os.path.lexists(path):
-        raise MissingFileError(f"{what} {path} does not exist")
-    if path.is_dir():
-        raise InvalidInputError(f"{what} {path} is a folder, not a file")
-    raise InvalidInputError(f"{what} {path} is not a regular file (a device, pipe, socket or broken link)")
-
-
 def _read_exactly(handle, size):
     """Up to ``size`` bytes, read in chunks: memory grows with what the stream holds, never with
     what a header claims."""
@@ -160,14 +155,14 @@ def _read_idx_stream(handle, path, expected_ndim):
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
-def read_idx(path, *, expected_ndim=None):
+def read_idx(path: PathArg, *, expected_ndim: int | None = None) -> np.ndarray:
     """An MNIST-format idx file (raw or .gz) -> uint8 array of the shape its header declares.
 
     Header, big-endian: two zero bytes, the dtype byte (0x08 = uint8), the number of dimensions,
     then one uint32 per dimension; the payload must be exactly the product of those sizes. A
     ``.gz`` file is decompressed in chunks and refused as soon as it holds more than that.
     """
-    path = _check_regular_file(path)
+    path = require_file(path, "data file")
     try:
         with (
             gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle,
@@ -197,28 +192,20 @@ def _check_pair(images, labels, source):
 
 def _check_npz_sizes(path):
     """Each array's stored size against the shape its header declares, before NumPy allocates it."""
-    from .weights import npy_header
-
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
-                shape, dtype = npy_header(archive, info.filename)
-                needed = math.prod(shape) * dtype.itemsize
-                if not dtype.hasobject and info.file_size < needed:
-                    raise InvalidInputError(
-                        f"{path}: {info.filename} is truncated: {info.file_size} bytes, "
-                        f"its shape {shape} needs {needed} bytes of data"
-                    )
-                ensure_fits(needed, f"reading {info.filename} of {path}")
+                shape, dtype = npy_member(archive, info.filename)
+                ensure_fits(math.prod(shape) * dtype.itemsize, f"reading {info.filename} of {path}")
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: {exc}") from None
     except (ValueError, EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:
-        if isinstance(exc, InvalidInputError):
-            raise
         raise InvalidInputError(f"{path}: a member is truncated or corrupt ({exc})") from None
 
 
-def read_npz(path):
+def read_npz(path: PathArg) -> tuple[np.ndarray, np.ndarray]:
     """The course's ``notMNIST.npz`` -> (images (n, 28, 28) uint8, labels (n,))."""
-    path = _check_regular_file(path)
+    path = require_file(path, "data file")
     if not zipfile.is_zipfile(path):
         raise InvalidInputError(f"{path} is not a readable .npz file (not a zip archive; truncated or another format)")
     _check_npz_sizes(path)
@@ -253,7 +240,7 @@ def _idx_pairs_in(folder):
 
 
 # ------------------------------------------------------------------ split
-def to_features(images, dtype="float32"):
+def to_features(images: np.ndarray, dtype: str = "float32") -> np.ndarray:
     """uint8 images (n, 28, 28) -> (n, 784) rows in [0, 1]: the seed's ``images / 255.0`` in float64,
     cast to ``dtype``, looked up per pixel value (the same numbers without an n x 784 float64 array)."""
     scaled = (np.arange(256) / 255.0).astype(dtype)
@@ -293,7 +280,7 @@ def _pixel_table_or_floats(images, dtype):
     return lambda order: to_features(images[order], dtype)
 
 
-def split(images, labels, *, dtype="float32"):
+def split(images: np.ndarray, labels: np.ndarray, *, dtype: str = "float32") -> tuple[Split, Split, Split]:
     """The course starter's shuffle and split -> (train, valid, test) of (X (n, 784), y int64)."""
     n = len(labels)
     if n < MIN_SAMPLES:
@@ -311,7 +298,7 @@ def split(images, labels, *, dtype="float32"):
 
 
 # ------------------------------------------------------- finding the data
-def offline():
+def offline() -> bool:
     """Whether ``FASTMLP_OFFLINE`` forbids downloading: 1/true/yes/on or 0/false/no/off (any case;
     empty or unset is false); anything else is an error."""
     value = os.environ.get(OFFLINE_ENV, "").strip().lower()
@@ -340,7 +327,7 @@ def _embedded_sample():
     return None
 
 
-def find_data(path=None):
+def find_data(path: PathArg | None = None) -> Path:
     """Resolve where the data is: argument, then FASTMLP_DATA, then the sample shipped in the
     package, then the cache (downloading)."""
     for candidate, origin in ((path, "the data argument"), (os.environ.get(DATA_ENV) or None, DATA_ENV)):
@@ -363,7 +350,9 @@ def _require_cached(folder):
         )
 
 
-def download_sample(folder=None, *, base_url=None, retries=3, timeout=30):
+def download_sample(
+    folder: PathArg | None = None, *, base_url: str | None = None, retries: int = 3, timeout: float = 30
+) -> Path:
     """Fetch the sample's two files into ``folder`` (default: the cache) with their SHA-256 checked.
 
     Uses pooch: a file already there with the right hash is kept, a corrupt one is fetched again,
@@ -376,8 +365,6 @@ def download_sample(folder=None, *, base_url=None, retries=3, timeout=30):
     no_network = offline()
     if no_network:
         _require_cached(folder)
-    from ._download import fetch
-
     for name, sha256 in SAMPLE_FILES.items():
         fetch(base_url + name, folder / name, sha256, retries=retries, timeout=timeout, offline=no_network)
     return folder
@@ -410,21 +397,19 @@ def _read_file(source):
     if _IMAGES_SUFFIX in source.name:
         labels_file = source.with_name(source.name.replace(_IMAGES_SUFFIX, _LABELS_SUFFIX))
         return read_idx(source, expected_ndim=3), read_idx(labels_file, expected_ndim=1)
-    _check_regular_file(source)
+    require_file(source, "data file")
     raise InvalidInputError(
         f"{source}: not a notMNIST file; expected notMNIST.npz or *{_IMAGES_SUFFIX}[.gz] with its labels file"
     )
 
 
-def load_notmnist(path=None, *, dtype="float32"):
+def load_notmnist(path: PathArg | None = None, *, dtype: str | np.dtype | None = "float32") -> NotMNIST:
     """Load and split notMNIST -> :class:`NotMNIST` with ``.train``, ``.valid``, ``.test``.
 
     ``path``: a ``notMNIST.npz``, an idx images file (``*-images-idx3-ubyte[.gz]``, its labels file
     beside it), or a folder holding either; None looks in FASTMLP_DATA, then the sample shipped
     with the package, then the cache (downloading). ``dtype``: float32 (also for None) or float64.
     """
-    from .validation import check_dtype
-
     dtype = check_dtype("float32" if dtype is None else dtype)
     source = find_data(path)
     with host_memory_errors(f"loading {source}"):

@@ -17,6 +17,7 @@ builtin a caller would expect, so ``except ValueError`` keeps working::
 from __future__ import annotations
 
 import math
+from typing import Any, TypeVar
 
 __all__ = [
     "FastMLPError",
@@ -30,16 +31,33 @@ __all__ = [
     "DivergenceError",
 ]
 
+#: FastMLPError or one of its subclasses
+_Error = TypeVar("_Error", bound="FastMLPError")
+
 
 class FastMLPError(Exception):
     """Base class of every error fastmlp raises on purpose.
 
-    ``parameter``: the API argument the error is about, when there is one (the command line
-    names its flag instead)."""
+    ``parameter``: the API argument the error is about, when there is one. An error made by
+    :meth:`about` says the argument's name, then what is wrong with it, and :meth:`naming` says the
+    same with another name in that place (the command line names the argument's flag)."""
 
-    def __init__(self, *args, parameter=None):
+    def __init__(self, *args: object, parameter: str | None = None) -> None:
         super().__init__(*args)
         self.parameter = parameter
+        self._predicate: str | None = None
+
+    @classmethod
+    def about(cls: type[_Error], parameter: str, predicate: str) -> _Error:
+        """The error "<parameter> <predicate>", e.g. ``about("lr", "must be > 0, got -1")``."""
+        error = cls(f"{parameter} {predicate}", parameter=parameter)
+        error._predicate = predicate
+        return error
+
+    def naming(self, name: str) -> str:
+        """The message with the argument called ``name`` (the message as it is, for an error that
+        was not made by :meth:`about`)."""
+        return str(self) if self._predicate is None else f"{name} {self._predicate}"
 
 
 class InvalidInputError(FastMLPError, ValueError):
@@ -72,12 +90,12 @@ class HostMemoryError(FastMLPError, MemoryError):
     ``bytes_requested`` is the size of the allocation that failed, when known.
     """
 
-    def __init__(self, message, *, bytes_requested=None):
+    def __init__(self, message: str, *, bytes_requested: int | None = None) -> None:
         super().__init__(message)
         self.bytes_requested = bytes_requested
 
     @classmethod
-    def from_exception(cls, exc, doing, bytes_requested=None):
+    def from_exception(cls, exc: MemoryError, doing: str, bytes_requested: int | None = None) -> HostMemoryError:
         """The error for a MemoryError ``exc`` raised while ``doing`` (e.g. "loading data.npz")."""
         if bytes_requested is None:
             shape, dtype = getattr(exc, "shape", None), getattr(exc, "dtype", None)  # NumPy's _ArrayMemoryError
@@ -91,7 +109,7 @@ class HostMemoryError(FastMLPError, MemoryError):
         )
 
 
-def format_bytes(n):
+def format_bytes(n: int) -> str:
     """``n`` bytes in words: '1.5 GiB (1610612736 bytes)'."""
     for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
@@ -107,7 +125,9 @@ class DivergenceError(FastMLPError, FloatingPointError):
     when the very first loss was rejected) and ``history`` (the epochs recorded before it).
     """
 
-    def __init__(self, message, *, epoch, lr, last_accepted_loss, history=None):
+    def __init__(
+        self, message: str, *, epoch: int, lr: float, last_accepted_loss: float | None, history: Any = None
+    ) -> None:
         super().__init__(message)
         self.epoch = epoch
         self.lr = lr

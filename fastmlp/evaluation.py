@@ -1,17 +1,20 @@
 """How a trained model does on labelled data: accuracy, per-class precision / recall / F1, the
 confusion matrix and the most confidently wrong images, and the files that show them.
 
-:func:`evaluate` computes a :class:`Report` (host NumPy only); :func:`write_report` writes its
-pictures and summaries into a given folder, each file atomically::
+:func:`report` runs the model once over the data (one forward pass, one copy of the probabilities
+to the host) and returns a :class:`Report`, whose every measure NumPy derives from those
+probabilities and the labels; :func:`write_report` writes its pictures and summaries into a given
+folder, each file atomically::
 
-    report = evaluate(model, X_test, y_test)
+    report = evaluation.report(model, X_test, y_test)
     print(report.table())
     write_report(report, "runs/today", images=X_test)   # confusion.png, mistakes.png, summary.txt/.json
 
-Conventions: the confusion matrix counts true classes in rows and predicted classes in columns; a
-class that is never predicted has precision 0 (no division by zero), one that never occurs has
-recall 0; F1 is the harmonic mean of precision and recall (0 when both are 0); the macro averages
-weight every class equally.
+Conventions: the predicted class is the most probable one (the first of equal maxima); the
+confusion matrix counts true classes in rows and predicted classes in columns; a class that is
+never predicted has precision 0 (no division by zero), one that never occurs has recall 0; F1 is
+the harmonic mean of precision and recall (0 when both are 0); the macro averages weight every
+class equally.
 """
 
 from __future__ import annotations
@@ -19,18 +22,21 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import plotting
+from .arguments import check_labels
 from .errors import InvalidInputError
 from .files import write_text
-from .validation import check_labels
 
-__all__ = ["Report", "evaluate", "write_report", "MISTAKES_SHOWN"]
+if TYPE_CHECKING:
+    from .mlp import MLP
 
-#: how many of the most confidently wrong images mistakes.png shows
-MISTAKES_SHOWN = 32  # = plotting.MISTAKES_ROWS * plotting.MISTAKES_COLUMNS
+__all__ = ["Report", "report", "write_report"]
 
 
 def _ratio(numerator, denominator):
@@ -39,57 +45,67 @@ def _ratio(numerator, denominator):
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
+def _cross_entropy(probabilities, labels):
+    """-(1/N) sum_n log P[n, label[n]], in float64. A probability that underflowed to 0 counts as
+    the smallest positive number of its dtype, so the loss stays finite (a lower bound then)."""
+    picked = probabilities[np.arange(len(labels)), labels]  # (N,) the true class's probability
+    floor = np.finfo(probabilities.dtype).smallest_subnormal
+    return float(-np.mean(np.log(np.maximum(picked, floor), dtype=np.float64)))
+
+
 @dataclass(eq=False)
 class Report:
-    """A model's predictions on labelled data and the measures computed from them."""
+    """A model's class probabilities on labelled data, and the measures derived from them."""
 
-    classes: tuple  # the name of each class, K
+    classes: tuple[str, ...]  # the name of each class, K
     labels: np.ndarray  # (N,) true class indices
     probabilities: np.ndarray  # (N, K) the model's class probabilities
-    predicted: np.ndarray  # (N,) predicted class indices (the model's argmax)
-    loss: float  # average cross-entropy
+    predicted: np.ndarray = field(init=False)  # (N,) the most probable class (the first of equal maxima)
+    loss: float = field(init=False)  # average cross-entropy
     confusion: np.ndarray = field(init=False)  # (K, K) counts: row = true class, column = predicted
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         K = len(self.classes)
+        self.predicted = np.argmax(self.probabilities, axis=1)
+        self.loss = _cross_entropy(self.probabilities, self.labels)
         self.confusion = np.zeros((K, K), dtype=np.int64)
         np.add.at(self.confusion, (self.labels, self.predicted), 1)
 
     @property
-    def n(self):
+    def n(self) -> int:
         return len(self.labels)
 
     @property
-    def accuracy(self):
+    def accuracy(self) -> float:
         return float(np.trace(self.confusion) / self.n)
 
     @property
-    def support(self):
+    def support(self) -> np.ndarray:
         """(K,) how many samples of each true class."""
         return self.confusion.sum(axis=1)
 
     @property
-    def precision(self):
+    def precision(self) -> np.ndarray:
         """(K,) of the samples predicted as class k, the fraction that are k."""
         return _ratio(np.diag(self.confusion), self.confusion.sum(axis=0))
 
     @property
-    def recall(self):
+    def recall(self) -> np.ndarray:
         """(K,) of the samples of class k, the fraction predicted as k."""
         return _ratio(np.diag(self.confusion), self.support)
 
     @property
-    def f1(self):
+    def f1(self) -> np.ndarray:
         precision, recall = self.precision, self.recall
         return _ratio(2 * precision * recall, precision + recall)
 
-    def confident_mistakes(self, count=MISTAKES_SHOWN):
+    def confident_mistakes(self, count: int = plotting.MISTAKES_SHOWN) -> np.ndarray:
         """Indices of up to ``count`` wrong predictions, the most confident (highest probability) first."""
         wrong = np.flatnonzero(self.predicted != self.labels)
         confidence = self.probabilities[wrong, self.predicted[wrong]]
         return wrong[np.argsort(-confidence, kind="stable")[:count]]
 
-    def table(self):
+    def table(self) -> str:
         """Per-class precision, recall, F1 and support, then the macro averages, as aligned text."""
         width = max(5, *(len(name) for name in self.classes))
         lines = [f"{'class':<{width}}  precision  recall      f1  support"]
@@ -104,7 +120,7 @@ class Report:
         )
         return "\n".join(lines)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """The measures as JSON-ready Python values."""
         per_class = {
             name: {
@@ -130,15 +146,12 @@ class Report:
         }
 
 
-def evaluate(model, X, y):
-    """Run ``model`` (an :class:`~fastmlp.MLP`) on (X, y) -> :class:`Report`."""
+def report(model: MLP, X: Any, y: Any) -> Report:
+    """Run ``model`` (an :class:`~fastmlp.MLP`) on (X, y) -> :class:`Report`.
+
+    One forward pass and one copy to the host (the class probabilities); the rest is NumPy."""
     labels = check_labels(y, model.n_out, n_samples=len(X))
-    probabilities = model.predict_proba(X)
-    predicted = model.predict(X)
-    loss, _ = model.evaluate(X, labels)
-    return Report(
-        classes=tuple(model.classes), labels=labels, probabilities=probabilities, predicted=predicted, loss=loss
-    )
+    return Report(classes=tuple(model.classes), labels=labels, probabilities=model.predict_proba(X))
 
 
 def _as_images(X):
@@ -150,7 +163,14 @@ def _as_images(X):
     return X.reshape(len(X), side, side)
 
 
-def write_report(report, folder, *, images=None, files=None, title=""):
+def write_report(
+    report: Report,
+    folder: str | os.PathLike[str],
+    *,
+    images: Any = None,
+    files: Mapping[str, str] | None = None,
+    title: str = "",
+) -> list[str]:
     """Write the report's files into ``folder`` (made if missing); returns their names.
 
     confusion.png (counts and row-normalised), mistakes.png (only with ``images``, the (N, D) rows
@@ -158,8 +178,6 @@ def write_report(report, folder, *, images=None, files=None, title=""):
     list of every file in the folder: ``files`` maps the names of other files already there, e.g.
     the training curves, to a description).
     """
-    from . import plotting
-
     os.makedirs(folder, exist_ok=True)
     written = {"confusion.png": "confusion matrix on the evaluation data: counts, and each row divided by its total"}
     plotting.plot_confusion(report.confusion, report.classes, os.path.join(folder, "confusion.png"), title=title)

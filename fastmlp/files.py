@@ -1,4 +1,8 @@
-"""Writing files and run folders so that a failure never leaves a half-written one.
+"""Files: checked before they are read, and written so that a failure never leaves a half-written one.
+
+:func:`require_file` refuses a path that is missing, a folder or not a regular file, in one wording
+for every kind of file; :func:`npy_member` reads the header of an ``.npy`` member of a zip archive
+(an ``.npz`` data set or weights file) and refuses a member holding less data than it declares.
 
 :func:`atomic_write` writes a temporary file in the target folder, flushes it to disk and
 ``os.replace``s it over the target: an interrupted write (exception, Ctrl-C, full disk) leaves the
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import secrets
 import shutil
@@ -22,11 +27,19 @@ import signal
 import tempfile
 import threading
 import time
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, TypeAlias
 
-from .errors import StorageError
+import numpy as np
+
+from .errors import InvalidInputError, MissingFileError, StorageError
 
 __all__ = [
+    "PathArg",
+    "require_file",
+    "npy_member",
     "atomic_write",
     "write_text",
     "check_destination",
@@ -35,10 +48,44 @@ __all__ = [
     "default_run_name",
 ]
 
+#: a path as the API takes it: a string or any path-like object
+PathArg: TypeAlias = "str | os.PathLike[str]"
+
 #: signals whose handlers could interrupt a rename or a clean-up half-way
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
+# ---------------------------------------------------------------- reading
+def require_file(path: PathArg, what: str) -> Path:
+    """``path`` as a Path when it is a regular file; else a clear error saying what it is instead.
+
+    ``what`` names the file in the message ("data file", "weights file", "image file")."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not os.path.lexists(path):
+        raise MissingFileError(f"{what} {path} does not exist")
+    if path.is_dir():
+        raise InvalidInputError(f"{what} {path} is a folder, not a file")
+    raise InvalidInputError(f"{what} {path} is not a regular file (a device, pipe, socket or broken link)")
+
+
+def npy_member(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from the header of the ``.npy`` member ``name`` of a zip archive, before NumPy
+    allocates anything: an InvalidInputError when the member holds less data than its shape needs."""
+    fmt = np.lib.format
+    with archive.open(name) as member:
+        version = fmt.read_magic(member)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(member)
+    needed = math.prod(shape) * dtype.itemsize
+    stored = archive.getinfo(name).file_size
+    if not dtype.hasobject and stored < needed:
+        raise InvalidInputError(f"{name} is truncated: {stored} bytes, its shape {shape} needs {needed} bytes of data")
+    return shape, dtype
+
+
+# ---------------------------------------------------------------- writing
 def _umask():
     """The process's umask, read without changing it where the system allows."""
     try:
@@ -67,7 +114,7 @@ def _signals_deferred():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def atomic_write(path, write):
+def atomic_write(path: PathArg, write: Callable[[IO[bytes]], object]) -> None:
     """Call ``write(binary_file)`` on a temporary file next to ``path``, then replace ``path``.
 
     The file gets the permissions the umask allows (like ``open``). On any failure the temporary
@@ -99,13 +146,13 @@ def atomic_write(path, write):
                 os.unlink(tmp_name)
 
 
-def write_text(path, text):
+def write_text(path: PathArg, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 # ------------------------------------------------------------ run folders
-def default_run_name(suffix="", parent="runs"):
+def default_run_name(suffix: str = "", parent: PathArg = "runs") -> Path:
     """``runs/<YYYYmmdd-HHMMSS>-<6 hex digits><suffix>``: unique even for runs started in the same second."""
     return Path(parent) / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}{suffix}"
 
@@ -118,7 +165,7 @@ def _nearest_existing(path):
     return Path(".")
 
 
-def check_destination(destination, *, overwrite=False, name="--out"):
+def check_destination(destination: PathArg, *, overwrite: bool = False, name: str = "--out") -> Path:
     """Validate a run folder's destination before any work; returns it as an absolute Path.
 
     Refused, with a :class:`StorageError` that starts with ``name`` and says why: a path that is
@@ -149,7 +196,7 @@ def check_destination(destination, *, overwrite=False, name="--out"):
     return path
 
 
-def check_file_destination(path, *, name, overwrite=True):
+def check_file_destination(path: PathArg, *, name: str, overwrite: bool = True) -> Path:
     """Validate where one output file will go, before any work: its folder exists and takes a new
     file, and the path is not a folder; ``overwrite=False`` also refuses a path that exists.
     Raises :class:`StorageError` starting with ``name``."""
@@ -214,7 +261,7 @@ def _move_into_place(temporary, destination, overwrite):
 
 
 @contextlib.contextmanager
-def run_folder(destination, *, overwrite=False):
+def run_folder(destination: PathArg, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``destination``; on a clean exit move it into place whole.
 
     The destination is checked first (:func:`check_destination`). Write every file of the run into

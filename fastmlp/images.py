@@ -33,12 +33,19 @@ scaled.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingFileError
+from .datasets import read_idx, read_npz, to_features
+from .errors import InvalidInputError
+from .files import PathArg, require_file
+
+if TYPE_CHECKING:
+    from .mlp import MLP
 
 __all__ = ["read_image", "read_inputs", "predict_files", "Prediction", "INK_CHOICES", "SIDE"]
 
@@ -56,11 +63,7 @@ def _open_grey(path):
     """The image at ``path`` as a 2-D uint8 array of grey levels (transparency laid over white)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidInputError(f"{path} is a folder, not an image file")
-    if not path.is_file():
-        raise MissingFileError(f"image file {path} does not exist")
+    path = require_file(path, "image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -123,7 +126,7 @@ def _letter_box(levels, path):
     return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
 
 
-def read_image(path, *, ink="auto"):
+def read_image(path: PathArg, *, ink: str = "auto") -> np.ndarray:
     """An image file -> (28, 28) uint8, light letter on 0, converted by the module's rule."""
     from PIL import Image
 
@@ -146,9 +149,7 @@ def read_image(path, *, ink="auto"):
 
 def _read_image_set(path, kind):
     """An idx images file or an .npz with 'images' -> uint8 (n, 28, 28), checked for the size."""
-    from . import datasets
-
-    images = datasets.read_npz(path)[0] if kind == "npz" else datasets.read_idx(path, expected_ndim=3)
+    images = read_npz(path)[0] if kind == "npz" else read_idx(path, expected_ndim=3)
     if images.ndim == 2:  # (n, 784) rows, as read_npz allows
         images = images.reshape(len(images), SIDE, SIDE) if images.shape[1] == SIDE * SIDE else images
     if images.shape[1:] != (SIDE, SIDE) or images.dtype != np.uint8:
@@ -168,7 +169,7 @@ def _kind(path):
     return "image"
 
 
-def read_inputs(paths, *, ink="auto"):
+def read_inputs(paths: Iterable[PathArg], *, ink: str = "auto") -> tuple[list[str], np.ndarray]:
     """Image files, idx images files and .npz files -> (names, uint8 images (n, 28, 28)).
 
     Every input is read and checked before anything is returned; an image set contributes one
@@ -194,22 +195,22 @@ class Prediction:
     """The model's answer for one image: its classes ranked by probability, most likely first."""
 
     source: str
-    ranked: list  # [(class name, probability)], most likely first
+    ranked: list[tuple[str, float]]  # [(class name, probability)], most likely first
 
     @property
-    def letter(self):
+    def letter(self) -> str:
         return self.ranked[0][0]
 
     @property
-    def probability(self):
+    def probability(self) -> float:
         return self.ranked[0][1]
 
-    def line(self):
+    def line(self) -> str:
         """``source: C 0.973  (next: G 0.015, E 0.004)``"""
         rest = ", ".join(f"{name} {p:.3f}" for name, p in self.ranked[1:])
         return f"{self.source}: {self.letter} {self.probability:.3f}" + (f"  (next: {rest})" if rest else "")
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "file": self.source,
             "letter": self.letter,
@@ -218,10 +219,8 @@ class Prediction:
         }
 
 
-def predict_files(model, paths, *, ink="auto", top=3):
+def predict_files(model: MLP, paths: Iterable[PathArg], *, ink: str = "auto", top: int = 3) -> list[Prediction]:
     """Read ``paths`` (see :func:`read_inputs`) and rank ``top`` classes for each -> [Prediction]."""
-    from .datasets import to_features
-
     names, images = read_inputs(paths, ink=ink)
     probabilities = model.predict_proba(to_features(images, model.dtype))  # (n, K)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]

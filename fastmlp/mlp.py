@@ -7,11 +7,7 @@ import math
 import numpy as np
 
 from . import model, train, weights
-from .backends import configure, get_backend
-from .errors import InvalidInputError
-from .memory import ensure_fits, host_memory_errors
-from .optim import INITIAL_VELOCITY
-from .validation import (
+from .arguments import (
     check_classes,
     check_dtype,
     check_features,
@@ -20,6 +16,10 @@ from .validation import (
     check_layout,
     check_params,
 )
+from .backends import configure, get_backend
+from .errors import InvalidInputError
+from .memory import ensure_fits, host_memory_errors
+from .optim import INITIAL_VELOCITY
 
 __all__ = ["MLP"]
 
@@ -56,7 +56,7 @@ class MLP:
     ):
         n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise InvalidInputError(f"seed must be an integer >= 0, got {seed!r}", parameter="seed")
+            raise InvalidInputError.about("seed", f"must be an integer >= 0, got {seed!r}")
         dtype = check_dtype("float32" if dtype is None else dtype)
         classes = check_classes(classes, n_out)
         doing = f"creating MLP({n_in}, {n_hidden}, {n_out})"
@@ -163,19 +163,11 @@ class MLP:
         gradient descent (the seed); an int gives shuffled mini-batches drawn on the host from
         ``shuffle_seed`` (default: the model's seed). Velocities start at 1e-5 and persist
         across ``fit`` calls. On divergence, :class:`~fastmlp.errors.DivergenceError` is raised
-        and the model keeps the last weights whose training loss was finite.
-        """
+        and the model keeps the last weights whose training loss was finite."""
         epochs, lr, momentum, batch_size = check_hyperparameters(
             epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size
         )
-        X_host = check_features(X, self.dtype, n_features=self.n_in)
-        labels_host = check_labels(y, self.n_out, n_samples=len(X_host))
-        if (X_valid is None) != (y_valid is None):
-            raise InvalidInputError("pass both X_valid and y_valid, or neither")
-        if X_valid is not None:  # every check on the host, before any copy to the device
-            X_valid = check_features(X_valid, self.dtype, n_features=self.n_in, name="X_valid")
-            y_valid = check_labels(y_valid, self.n_out, n_samples=len(X_valid), name="y_valid")
-        backend = self._backend
+        X_host, labels_host, X_valid, y_valid = self._checked_data(X, y, X_valid, y_valid)
         try:
             history = self._fit_on_device(
                 X_host,
@@ -190,7 +182,7 @@ class MLP:
                 shuffle_seed=shuffle_seed,
             )
         except MemoryError as exc:
-            error = backend.out_of_memory(exc)
+            error = self._backend.out_of_memory(exc)
             if error is exc:
                 raise
             raise error from None
@@ -203,6 +195,18 @@ class MLP:
         """One entry of ``training_``: what a completed fit ran with, as plain JSON values."""
         settings = {"epochs": epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size, "seed": self.seed}
         return settings | {"backend": self.backend, "dtype": self.dtype, "precision": self.precision}
+
+    def _checked_data(self, X, y, X_valid, y_valid):
+        """(X, labels, X_valid, labels_valid) as fit uses them: every check on the host, before any copy
+        to the device."""
+        X_host = check_features(X, self.dtype, n_features=self.n_in)
+        labels_host = check_labels(y, self.n_out, n_samples=len(X_host))
+        if (X_valid is None) != (y_valid is None):
+            raise InvalidInputError("pass both X_valid and y_valid, or neither")
+        if X_valid is not None:
+            X_valid = check_features(X_valid, self.dtype, n_features=self.n_in, name="X_valid")
+            y_valid = check_labels(y_valid, self.n_out, n_samples=len(X_valid), name="y_valid")
+        return X_host, labels_host, X_valid, y_valid
 
     def _fit_on_device(
         self, X_host, labels_host, X_valid, labels_valid, *, epochs, lr, momentum, batch_size, progress, shuffle_seed

@@ -21,12 +21,15 @@ __all__ = [
     "MISTAKES_SIZE",
     "MISTAKES_ROWS",
     "MISTAKES_COLUMNS",
+    "MISTAKES_SHOWN",
 ]
 
 #: size in inches of confusion.png and mistakes.png (100 dots per inch)
 CONFUSION_SIZE = (11.0, 5.2)
 MISTAKES_SIZE = (8.6, 6.0)
 MISTAKES_ROWS, MISTAKES_COLUMNS = 4, 8
+#: how many images mistakes.png has room for
+MISTAKES_SHOWN = MISTAKES_ROWS * MISTAKES_COLUMNS
 
 
 def _figure(figsize=(6.4, 4.2)):
@@ -169,7 +172,7 @@ def plot_mistakes(images, true_names, predicted_names, probabilities, path, *, t
     cell_width, cell_height = side + 4, side + 12  # a gap between tiles, room for the caption above
     canvas = np.full((MISTAKES_ROWS * cell_height, MISTAKES_COLUMNS * cell_width), np.nan)
     figure, axes = _figure(figsize=MISTAKES_SIZE)
-    for index, image in enumerate(images[: MISTAKES_ROWS * MISTAKES_COLUMNS]):
+    for index, image in enumerate(images[:MISTAKES_SHOWN]):
         row, column = divmod(index, MISTAKES_COLUMNS)
         top, left = row * cell_height + 10, column * cell_width + 2
         canvas[top : top + side, left : left + side] = image

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from typing import Any
 
 import numpy as np
 
@@ -32,11 +33,11 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
         f'fastmlp.sklearn needs scikit-learn >= 1.6 ({exc}); install it with: pip install "fastmlp[sklearn]"'
     ) from exc
 
+from .arguments import check_positive_int
 from .backends import get_backend
 from .errors import InvalidInputError
 from .mlp import MLP
 from .train import History
-from .validation import check_positive_int
 
 __all__ = ["MLPClassifier", "expected_failed_checks"]
 
@@ -95,7 +96,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # --------------------------------------------------------- training
-    def fit(self, X, y):
+    def fit(self, X: Any, y: Any) -> MLPClassifier:
         """Train a new network on (X, y) for ``epochs`` epochs; returns self.
 
         y may hold any labels (numbers or strings), at least two distinct ones."""
@@ -107,7 +108,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.history_ = self.model_.history_
         return self
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
         """One more epoch on (X, y), continuing from the current weights and velocities; returns self.
 
         The first call creates the network: pass ``classes`` (every label the data will hold)
@@ -169,12 +170,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return min(blas_threads) if blas_threads else os.cpu_count() or 1
 
     # -------------------------------------------------------- inference
-    def predict_proba(self, X):
+    def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), columns in the order of ``classes_``."""
         check_is_fitted(self)
         return self.model_.predict_proba(validate_data(self, X, reset=False))
 
-    def predict(self, X):
+    def predict(self, X: Any) -> np.ndarray:
         """The most probable label of each row (from ``classes_``)."""
         check_is_fitted(self)
         return self.classes_[self.model_.predict(validate_data(self, X, reset=False))]
@@ -211,7 +212,7 @@ def _extend(history, more):
         getattr(history, name).extend(getattr(more, name))
 
 
-def expected_failed_checks(estimator):
+def expected_failed_checks(estimator: MLPClassifier) -> dict[str, str]:
     """The scikit-learn estimator checks this estimator does not meet, each with the reason.
 
     Pass it to ``parametrize_with_checks(..., expected_failed_checks=expected_failed_checks)``

@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import zipfile
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, MissingFileError
-from .files import atomic_write
+from .arguments import DTYPES, PRECISIONS, array_problems, classes_problem, layout_problems
+from .errors import InvalidInputError
+from .files import PathArg, atomic_write, npy_member, require_file
 from .memory import ensure_fits, host_memory_errors
 from .model import PARAM_NAMES
-from .validation import DTYPES, PRECISIONS, array_problems, classes_problem, layout_problems
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights", "npy_header"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights"]
 
 FORMAT = "fastmlp-weights"
 FORMAT_VERSION = 1
@@ -44,7 +44,9 @@ def _write_member(archive, name, array):
         np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def save_weights(path, params, *, extra_metadata=None):
+def save_weights(
+    path: PathArg, params: Mapping[str, np.ndarray], *, extra_metadata: Mapping[str, Any] | None = None
+) -> None:
     """Write ``params`` ({'W1', 'b1', 'W2', 'b2'} -> host arrays) to ``path`` atomically."""
     dtype = np.dtype(params["W1"].dtype).name
     metadata = {
@@ -128,12 +130,7 @@ def _declared_shapes(shapes, problems):
 
 
 def _open_archive(path):
-    path = Path(path)
-    if not path.is_file():
-        if not os.path.lexists(path):
-            raise MissingFileError(f"weights file {path} does not exist")
-        kind = "a folder" if path.is_dir() else "not a regular file"
-        raise InvalidInputError(f"weights file {path} is {kind}; pass the path of a .npz weights file")
+    path = require_file(path, "weights file")
     try:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -167,35 +164,20 @@ def _check_member_sizes(declared, members, itemsize, problems):
             )
 
 
-def npy_header(archive, member_name):
-    """(shape, dtype) from the header of an .npy member of a zip archive, without reading its data."""
-    fmt = np.lib.format
-    with archive.open(member_name) as member:
-        version = fmt.read_magic(member)
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _, dtype = read_header(member)
-    return shape, dtype
-
-
 def _read_member(archive, name, declared_shape, problems):
     """One array, read without pickle; None (and a problem recorded) when it cannot be."""
     try:
-        shape, dtype = npy_header(archive, f"{name}.npy")
+        shape, dtype = npy_member(archive, f"{name}.npy")  # a truncated member is refused here
         if dtype.hasobject:
             problems.append(f"{name} cannot be read without pickle (it holds objects, dtype {dtype}); refused")
             return None
         if shape != declared_shape:  # checked before NumPy allocates what the header says
             problems.append(f"{name} has shape {shape}, metadata says {declared_shape}")
             return None
-        needed = math.prod(shape) * dtype.itemsize
-        if archive.getinfo(f"{name}.npy").file_size < needed:
-            problems.append(
-                f"{name}.npy is truncated: {archive.getinfo(f'{name}.npy').file_size} bytes, "
-                f"its shape {shape} needs {needed} bytes of data"
-            )
-            return None
         with archive.open(f"{name}.npy") as member:
             return np.lib.format.read_array(member, allow_pickle=False)
+    except InvalidInputError as exc:
+        problems.append(str(exc))
     except ValueError as exc:
         if "pickle" in str(exc):  # object arrays need pickle: refused
             problems.append(f"{name} cannot be read without pickle ({exc}); refused")
@@ -214,7 +196,7 @@ def _check_classes(metadata, n_classes, problems):
         problems.append(problem)
 
 
-def load_weights(path):
+def load_weights(path: PathArg) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a weights file -> ({'W1', 'b1', 'W2', 'b2'} -> host arrays, metadata dict).
 
     Raises MissingFileError when the file is missing and InvalidInputError listing every

@@ -15,7 +15,7 @@ import pytest
 from array_api_strict._array_object import Array
 
 import fastmlp
-from fastmlp import model
+from fastmlp import evaluation, model
 from fastmlp.backends import Backend
 from fastmlp.errors import DivergenceError
 
@@ -219,3 +219,14 @@ def test_the_epoch_step_with_its_snapshot_converts_nothing_on_the_host(notmnist,
     before, host = train.full_batch_epoch(state, *data, lr=0.1, momentum=0.9)
     assert (device.uploads, device.downloads) == (0, 1)
     assert len(host) == 4 and on_the_device(before[0].values()) and on_the_device(before[1].values())
+
+
+def test_the_evaluation_report_copies_the_data_to_the_device_once_and_back_once(notmnist, no_host_conversion):
+    """One forward pass over the test set: X goes to the device once, the probabilities come back once."""
+    X, y = notmnist.test
+    device = SimulatedDevice()
+    net = fastmlp.MLP(784, 32, 10, backend=device, seed=0)
+    device.uploads = device.downloads = 0
+    report = evaluation.report(net, X[:500], y[:500])
+    assert (device.uploads, device.downloads) == (1, 1)
+    assert report.n == 500 and report.probabilities.shape == (500, 10)

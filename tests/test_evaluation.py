@@ -1,6 +1,7 @@
 """The evaluation report: its numbers against a direct count, its pictures, and `fastmlp evaluate`."""
 
 import json
+import math
 import subprocess
 import sys
 import warnings
@@ -29,7 +30,7 @@ def hand_counted(true, predicted, k):
 
 @pytest.fixture(scope="module")
 def report(trained_model, notmnist):
-    return evaluation.evaluate(trained_model, *notmnist.test)
+    return evaluation.report(trained_model, *notmnist.test)
 
 
 def test_the_numbers_match_a_direct_count(report, trained_model, notmnist):
@@ -65,14 +66,11 @@ def test_the_numbers_match_scikit_learn(report, notmnist):
 
 
 def small_report():
-    """Three classes, five samples; class "c" is never predicted. Probabilities of the predicted class:
-    sample 1 (wrong) 0.6, sample 3 (wrong) 0.9, sample 4 (wrong) 0.5."""
+    """Three classes, five samples; class "c" is never predicted. The predicted classes are
+    0, 0, 1, 1, 1; their probabilities: sample 1 (wrong) 0.6, sample 3 (wrong) 0.9, sample 4 (wrong) 0.5."""
     labels = np.array([0, 2, 1, 2, 0])
-    predicted = np.array([0, 0, 1, 1, 1])
     probabilities = np.array([[0.8, 0.1, 0.1], [0.6, 0.2, 0.2], [0.1, 0.7, 0.2], [0.05, 0.9, 0.05], [0.3, 0.5, 0.2]])
-    return evaluation.Report(
-        classes=("a", "b", "c"), labels=labels, probabilities=probabilities, predicted=predicted, loss=1.0
-    )
+    return evaluation.Report(classes=("a", "b", "c"), labels=labels, probabilities=probabilities)
 
 
 def test_a_class_never_predicted_has_precision_zero_without_warnings():
@@ -84,6 +82,24 @@ def test_a_class_never_predicted_has_precision_zero_without_warnings():
         np.testing.assert_allclose(report.f1, [1 / 2, 1 / 2, 0])
     assert report.accuracy == pytest.approx(2 / 5)
     np.testing.assert_array_equal(report.confusion, [[1, 1, 0], [0, 1, 0], [1, 1, 0]])
+
+
+def test_the_predictions_and_the_loss_come_from_the_probabilities():
+    report = small_report()
+    np.testing.assert_array_equal(report.predicted, [0, 0, 1, 1, 1])
+    # -(log 0.8 + log 0.2 + log 0.7 + log 0.05 + log 0.3) / 5, the true classes' probabilities
+    assert report.loss == pytest.approx(1.2777923, rel=1e-7)
+
+
+def test_a_probability_that_underflowed_gives_a_finite_loss_without_warnings():
+    """float32 probabilities of 0 (logits far apart): the loss is finite, at least -log of float32's smallest
+    positive number for each such row."""
+    probabilities = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = evaluation.Report(classes=("a", "b"), labels=np.array([0, 0]), probabilities=probabilities)
+    assert report.loss == pytest.approx(-math.log(np.finfo(np.float32).smallest_subnormal) / 2)
+    assert report.accuracy == 0.5
 
 
 def test_the_most_confident_mistakes_come_first():

@@ -1,5 +1,5 @@
 """Bad data files, bad weights files, memory, settings and the command line's small promises
-(cases of the fault list in test_faults.py's docstring). Real files on disk, real subprocesses."""
+(rows of the fault list: tests/README.md says which). Real files on disk, real subprocesses."""
 
 import gzip
 import json
@@ -360,12 +360,16 @@ def test_no_test_hard_wires_a_path_outside_the_checkout():
         assert '"shared"' not in text and '"../shared' not in text and "/work/" not in text, path.name
 
 
-def test_documents_cited_in_docstrings_exist():
-    cited = set()
-    for path in [*(REPO / "fastmlp").rglob("*.py"), *(REPO / "tests").glob("*.py")]:
-        cited |= {(path.name, m) for m in re.findall(r"\bdocs/[\w.-]+\.md\b", path.read_text())}
-    missing = [(name, doc) for name, doc in cited if not (REPO / doc).is_file()]
-    assert missing == []
+#: a path into this checkout, as the README and the sources cite it ("docs/letters/C.png", "bench/peers")
+CITED_PATH = re.compile(r"(?<![\w./-])(?:bench|ci|docs|examples|fastmlp|tests)/[\w./-]*\w")
+
+
+def test_every_path_the_readmes_and_the_sources_cite_exists():
+    sources = [REPO / "README.md", REPO / "tests" / "README.md", *(REPO / "fastmlp").rglob("*.py")]
+    sources += [*(REPO / "tests").glob("*.py"), *(REPO / "bench").rglob("*.py"), *(REPO / "examples").glob("*.py")]
+    cited = {(path.name, found) for path in sources for found in CITED_PATH.findall(path.read_text())}
+    assert len(cited) > 20  # the README cites its pictures, scripts and tests
+    assert sorted((name, found) for name, found in cited if not (REPO / found).exists()) == []
 
 
 def test_an_npz_whose_header_promises_more_than_it_holds(tmp_path):

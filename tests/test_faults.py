@@ -1,41 +1,5 @@
-"""Bad input through the API (rows 1-13 below), and the index of every other fault case.
-
-Rows 13-24 are tested beside the code they concern: divergence in test_training.py and
-test_cli.py, weights files in test_weights.py, data files in test_datasets.py, downloads in
-test_download.py; backends (25-27) in test_backends.py.
-
-Runs never lost or mixed, every data file with a clear verdict, a suite and a first run that work
-anywhere (issue 10) -- each case and the test that shows it:
-
-- two runs with one --out: test_runs.py::test_two_runs_with_the_same_out_never_lose_or_mix_results
-- default run names in one second: test_runs.py::test_default_run_names_are_unique_within_one_second
-- --out holding an earlier run, --overwrite:
-  test_runs.py::test_out_holding_an_earlier_run_is_refused_before_training_unless_overwrite
-- --out a file, inside a file, not creatable (checked before any data is loaded):
-  test_runs.py::test_bad_out_fails_before_any_data_is_loaded
-- Ctrl-C / SIGTERM while training or writing: test_runs.py::test_a_signal_leaves_the_whole_run_folder_or_nothing;
-  the library piece: test_runs.py::test_run_folder_* (files.run_folder)
-- a run that fails to learn (exit 3): test_runs.py::test_a_run_that_fails_to_learn_says_so_and_exits_3
-- files get the umask's permissions: test_runs.py::test_run_files_get_the_umasks_permissions,
-  test_runs.py::test_atomic_write_uses_the_umask
-- npz images that are float, int64 300, bool, int16 -1: test_fault_inputs.py::test_float_images_*,
-  ::test_integer_images_*, ::test_images_outside_their_formats_range_*, ::test_bool_images_are_refused
-- decompression bombs: test_fault_inputs.py::test_a_gz_bomb_*, ::test_a_header_promising_gigabytes_*
-- several data sets in one folder: test_fault_inputs.py::test_a_folder_with_two_data_sets_names_the_one_it_used
-- host out of memory: test_fault_inputs.py::test_a_model_too_big_for_the_host_is_a_host_memory_error,
-  ::test_a_weights_file_declaring_a_huge_w1_is_a_host_memory_error,
-  ::test_running_out_of_host_memory_in_fit_is_a_host_memory_error (a real limit on the child's memory)
-- truncated weights member, folders and FIFOs, a cache path that is a file, too few images,
-  FASTMLP_OFFLINE spellings, dtype=None, a 1-class from_params: test_fault_inputs.py::test_a_truncated_*,
-  ::test_a_folder_or_non_regular_file_*, ::test_a_cache_path_that_is_a_file, ::test_a_data_set_too_small_to_split,
-  ::test_fastmlp_offline_*, ::test_dtype_none_*, ::test_from_params_with_one_class_*
-- empty option lists, usage errors, --version, info with a bad FASTMLP_BACKEND, the README synopsis:
-  test_fault_inputs.py::test_usage_errors_*, ::test_version, ::test_info_flags_*, ::test_the_readme_synopsis_*
-- the suite and the first run anywhere: conftest.py (sample_folder, external_sample),
-  test_fault_inputs.py::test_the_first_run_needs_no_network_and_no_fastmlp_data,
-  ::test_no_test_hard_wires_a_path_outside_the_checkout, ::test_documents_cited_in_docstrings_exist,
-  test_datasets.py::test_the_shipped_sample_*, ::test_without_fastmlp_data_the_shipped_sample_is_used
-"""
+"""Bad input through the Python API: rows 1-13 of the fault list, one test per case, named after
+its row (``test_rowN_...``). tests/README.md indexes every row of the list and the tests that cover it."""
 
 import math
 import warnings

@@ -1,6 +1,6 @@
 """Run folders: never lost, mixed or half-written; ``--out`` checked before any work; failed runs
 say so. Real ``fastmlp train`` subprocesses on a small slice of the real sample, killed with real
-signals. (Cases of the fault list in test_faults.py's docstring.)"""
+signals. (Rows of the fault list: tests/README.md says which.)"""
 
 import csv
 import os

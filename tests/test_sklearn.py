@@ -2,6 +2,7 @@
 parallel fits (joblib's process workers and a real two-process Dask cluster) and their thread limits."""
 
 import importlib.util
+import inspect
 import pickle
 import subprocess
 import sys
@@ -41,14 +42,10 @@ if HAVE_SKLEARN:
         MLPClassifier(**SMALL, dtype="float64", batch_size=7, validation_fraction=0.25, seed=3),
     ]
 
+    # without scikit-learn these checks are not collected; every needs_sklearn test below says why
     @parametrize_with_checks(CHECKED, expected_failed_checks=expected_failed_checks)
     def test_scikit_learn_estimator_checks(estimator, check):
         check(estimator)
-else:
-
-    @needs_sklearn
-    def test_scikit_learn_estimator_checks():
-        """Stands for scikit-learn's estimator checks where scikit-learn is not installed."""
 
 
 def test_importing_the_module_without_scikit_learn_says_how_to_install_it():
@@ -92,6 +89,15 @@ def test_the_defaults_are_the_seeds_settings():
         "n_threads": None,
     }
     assert clone(MLPClassifier(hidden=7, lr=0.5)).get_params()["hidden"] == 7
+    # the estimator restates MLP's and MLP.fit's defaults (scikit-learn reads each setting from __init__'s
+    # signature); they must stay the same
+    model, fit = inspect.signature(fastmlp.MLP).parameters, inspect.signature(fastmlp.MLP.fit).parameters
+    assert {name: params[name] for name in ("epochs", "lr", "momentum", "batch_size")} == {
+        name: fit[name].default for name in ("epochs", "lr", "momentum", "batch_size")
+    }
+    assert (params["hidden"], params["dtype"], params["seed"]) == tuple(
+        model[name].default for name in ("n_hidden", "dtype", "seed")
+    )
 
 
 @needs_sklearn

@@ -168,7 +168,7 @@ def configure(backend, *, dtype, precision, cuda_graphs):
     """Check ``precision`` and ``cuda_graphs`` against ``backend`` and ``dtype``, then set them on it.
 
     Raises InvalidInputError naming what would work."""
-    from ..validation import check_cuda_graphs, check_precision
+    from ..arguments import check_cuda_graphs, check_precision
 
     precision = check_precision(
         precision,

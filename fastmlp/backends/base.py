@@ -41,7 +41,7 @@ class Backend:
     name = "generic"
     #: the package this backend imports beyond NumPy (None: nothing beyond NumPy)
     package: str | None = None
-    #: the precisions of the matrix products this backend honours (see fastmlp.validation.PRECISIONS)
+    #: the precisions of the matrix products this backend honours (see fastmlp.arguments.PRECISIONS)
     precisions: tuple[str, ...] = ("float32",)
     #: whether :meth:`compile_step` can capture a step once and replay it as a CUDA graph
     replays_cuda_graphs = False

@@ -1,4 +1,11 @@
-"""Checks of user input, on the host, before anything is copied to a device.
+"""Checks of the arguments that several entry points share (:class:`~fastmlp.MLP`, the
+scikit-learn estimator, the command line, weights files): the arrays X and y, the training settings,
+dtype and precision, parameter dicts and their shapes, class names. They run on the host, before
+anything is copied to a device.
+
+A check that only one function needs stays beside that function (the seed in ``mlp.py``, ``ink`` in
+``images.py``, ``validation_fraction`` in ``sklearn.py``), and a file's contents are checked by its
+reader (``datasets.py``, ``weights.py``, ``images.py``).
 
 Each check raises an error of :mod:`fastmlp.errors` whose message names the bad value and the fix.
 The caller's arrays are never modified (read-only arrays are fine): what needs converting is
@@ -9,10 +16,16 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .classes import CLASSES
 from .errors import InvalidInputError, InvalidTypeError
+from .model import PARAM_NAMES, param_shapes
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 __all__ = [
     "DTYPES",
@@ -38,26 +51,22 @@ DTYPES = ("float32", "float64")
 PRECISIONS = ("float32", "tf32", "bf16")
 
 
-def check_dtype(dtype):
+def check_dtype(dtype: DTypeLike) -> str:
     """'float32' or 'float64' (a NumPy dtype or its name) -> its name (None is refused: NumPy
     would read it as float64)."""
-    if dtype is None:
-        raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got None")
     try:
-        name = np.dtype(dtype).name if dtype is not None else None
+        name = np.dtype(dtype).name if dtype is not None else ""
     except TypeError:
-        name = None
+        name = ""
     if name not in DTYPES:
-        raise InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}", parameter="dtype")
+        raise InvalidInputError.about("dtype", f"must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return name
 
 
 def check_precision_name(precision):
     """``precision`` is one of :data:`PRECISIONS`; returns it."""
     if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise InvalidInputError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}", parameter="precision"
-        )
+        raise InvalidInputError.about("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
 
 
@@ -67,17 +76,16 @@ def check_precision(precision, dtype, *, backend_name, offered, offered_by=()):
     ``offered_by``: the names of the backends that offer it, for the message."""
     check_precision_name(precision)
     if precision != PRECISIONS[0] and dtype != "float32":
-        raise InvalidInputError(
-            f"precision {precision!r} needs dtype float32 (the products of dtype {dtype} run in {dtype}); "
+        raise InvalidInputError.about(
+            "precision",
+            f"{precision!r} needs dtype float32 (the products of dtype {dtype} run in {dtype}); "
             f"use dtype float32 with precision {precision!r}, or precision {PRECISIONS[0]!r}",
-            parameter="precision",
         )
     if precision not in offered:
         where = f"; it is offered by: {', '.join(offered_by)}" if offered_by else ""
-        raise InvalidInputError(
-            f"precision {precision!r} is not offered by the {backend_name} backend, which offers "
-            f"{', '.join(offered)}{where}",
-            parameter="precision",
+        raise InvalidInputError.about(
+            "precision",
+            f"{precision!r} is not offered by the {backend_name} backend, which offers {', '.join(offered)}{where}",
         )
     return precision
 
@@ -201,7 +209,7 @@ def check_positive_int(value, name, *, allow_none=False):
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidInputError(f"{name} must be an integer >= 1, got {value!r}", parameter=name)
+        raise InvalidInputError.about(name, f"must be an integer >= 1, got {value!r}")
     return int(value)
 
 
@@ -209,14 +217,14 @@ def check_hyperparameters(*, epochs, lr, momentum, batch_size):
     """Validate the training settings; returns them as (int, float, float, int | None)."""
     epochs = check_positive_int(epochs, "epochs")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
-        raise InvalidInputError(f"lr (the learning rate) must be a finite number > 0, got {lr!r}", parameter="lr")
+        raise InvalidInputError.about("lr", f"(the learning rate) must be a finite number > 0, got {lr!r}")
     if (
         isinstance(momentum, bool)
         or not isinstance(momentum, numbers.Real)
         or not math.isfinite(momentum)
         or not 0 <= float(momentum) < 1
     ):
-        raise InvalidInputError(f"momentum must be in [0, 1), got {momentum!r}", parameter="momentum")
+        raise InvalidInputError.about("momentum", f"must be in [0, 1), got {momentum!r}")
     batch_size = check_positive_int(batch_size, "batch_size", allow_none=True)
     return epochs, float(lr), float(momentum), batch_size
 
@@ -226,8 +234,6 @@ def layout_problems(shapes, *, describe="{name} has shape"):
     """Every problem with the parameter shapes ``{name: tuple}``, measured against
     :func:`fastmlp.model.param_shapes`: missing or unexpected names, weights that are not 2-D,
     shapes that do not fit together, fewer than two classes. ``describe`` words each shape."""
-    from .model import PARAM_NAMES, param_shapes
-
     missing = [k for k in PARAM_NAMES if k not in shapes]
     extra = sorted(set(shapes) - set(PARAM_NAMES))
     problems = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unexpected {', '.join(extra)}"] * bool(extra)
@@ -249,8 +255,6 @@ def layout_problems(shapes, *, describe="{name} has shape"):
 def check_layout(n_in, n_hidden, n_out):
     """The network's sizes as ints, checked by the same rule as every parameter dict."""
     sizes = [check_positive_int(n, name) for n, name in ((n_in, "n_in"), (n_hidden, "n_hidden"), (n_out, "n_out"))]
-    from .model import param_shapes
-
     problems = layout_problems(param_shapes(*sizes))
     if problems:
         raise InvalidInputError("; ".join(problems), parameter="n_out")
@@ -283,8 +287,6 @@ def array_problems(name, array):
 # ---------------------------------------------------------- class names
 def _default_classes(n_classes):
     """The notMNIST letters A-J for 10 classes, else "0", "1", ... "K-1"."""
-    from .datasets import CLASSES
-
     return CLASSES if n_classes == len(CLASSES) else tuple(str(k) for k in range(n_classes))
 
 
