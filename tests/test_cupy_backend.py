@@ -301,7 +301,15 @@ def test_the_benchmark_says_which_products_ran_unfused_in_each_precision(gpu):
     gpu.refused.add(("RELU_AUX_BIAS", "bfloat16"))
     lines = []
     result = benchmark.compare(
-        ["cupy"], precisions=("float32", "bf16"), hiddens=(16,), n=64, n_valid=32, epochs=2, warmup=1, log=lines.append
+        ["cupy"],
+        dtypes=("float32",),
+        precisions=("float32", "bf16"),
+        hiddens=(16,),
+        n=64,
+        n_valid=32,
+        epochs=2,
+        warmup=1,
+        log=lines.append,
     )
     unfused = [config["backends"]["cupy"]["facts"]["unfused"] for config in result["configs"]]
     assert unfused == ["none", "hidden_layer: RuntimeError: Planning failed to find any suitable algorithm."]
