@@ -16,7 +16,7 @@ served model answers in letters without a lookup table; the index is ``probabili
 The model's ``metadata_props`` hold ``classes`` (JSON list, in output order), ``fastmlp_version``,
 ``dtype`` and, when the model knows them, ``training``: the settings of each fit (JSON list).
 
-**PyTorch** (:func:`to_torch`, :func:`from_torch`; needs ``pip install "fastmlp[torch]"``):
+**PyTorch** (:func:`to_torch`, :func:`torch_params`; needs ``pip install "fastmlp[torch]"``):
 ``torch.nn.Sequential(Linear(D, H), ReLU(), Linear(H, K))`` holding exactly the model's weights
 (``Linear`` stores W transposed: ``weight`` is W1ᵀ), in its dtype, on the CPU. It ends in the
 logits, without a softmax layer, as PyTorch's losses (``cross_entropy``) expect.
@@ -32,7 +32,7 @@ from . import __version__
 from .errors import BackendError, InvalidInputError, InvalidTypeError
 from .files import atomic_write, check_file_destination
 
-__all__ = ["OPSET", "to_onnx", "to_torch", "from_torch"]
+__all__ = ["OPSET", "to_onnx", "to_torch", "torch_params"]
 
 #: the ONNX opset of the exported graph: the first whose Softmax is the row-wise softmax as defined
 #: today; every ONNX Runtime since 1.6 runs it
@@ -136,7 +136,7 @@ def _onnx_graph(onnx, params, classes):
 # ---------------------------------------------------------------- PyTorch
 def to_torch(model):
     """``torch.nn.Sequential(Linear, ReLU, Linear)`` with exactly ``model``'s weights (see above);
-    its ``classes`` attribute holds the class names, which :func:`from_torch` reads back."""
+    its ``classes`` attribute holds the class names, which :func:`torch_params` reads back."""
     torch = _import("torch", "MLP.to_torch")
     params = model.params  # host copies, from any backend
     nn, dtype = torch.nn, getattr(torch, model.dtype)
@@ -153,23 +153,17 @@ def to_torch(model):
     return module
 
 
-def from_torch(module, *, backend=None, classes=None, precision="float32", cuda_graphs=None):
-    """An :class:`~fastmlp.MLP` with the weights of ``module``, a ``torch.nn.Sequential(Linear,
-    ReLU, Linear)`` like :func:`to_torch` returns (on any device, float32 or float64).
-
-    ``classes``: the class names; None takes the module's ``classes`` attribute when it has one
-    (as :func:`to_torch` sets it), else the default names. The other arguments are
-    :meth:`MLP.from_params <fastmlp.MLP.from_params>`'s."""
-    from .mlp import MLP
-
+def torch_params(module):
+    """(host parameters {W1, b1, W2, b2}, class names or None) of ``module``, a
+    ``torch.nn.Sequential(Linear, ReLU, Linear)`` like :func:`to_torch` returns (on any device,
+    float32 or float64); the class names are the module's ``classes`` attribute, which
+    :func:`to_torch` sets. :meth:`MLP.from_torch <fastmlp.MLP.from_torch>` makes the model."""
     torch = _import("torch", "MLP.from_torch")
     first, second = _linear_layers(torch, module)
     tensors = {"W1": first.weight.T, "b1": first.bias, "W2": second.weight.T, "b2": second.bias}
     _check_dtypes(tensors)
     params = {name: tensor.detach().cpu().numpy().copy() for name, tensor in tensors.items()}
-    if classes is None:
-        classes = getattr(module, "classes", None)
-    return MLP.from_params(params, backend=backend, classes=classes, precision=precision, cuda_graphs=cuda_graphs)
+    return params, getattr(module, "classes", None)
 
 
 def _linear_layers(torch, module):

@@ -168,18 +168,10 @@ class MLP:
             epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size
         )
         X_host, labels_host, X_valid, y_valid = self._checked_data(X, y, X_valid, y_valid)
+        settings = {"epochs": epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size}
         try:
             history = self._fit_on_device(
-                X_host,
-                labels_host,
-                X_valid,
-                y_valid,
-                epochs=epochs,
-                lr=lr,
-                momentum=momentum,
-                batch_size=batch_size,
-                progress=progress,
-                shuffle_seed=shuffle_seed,
+                X_host, labels_host, X_valid, y_valid, progress=progress, shuffle_seed=shuffle_seed, **settings
             )
         except MemoryError as exc:
             error = self._backend.out_of_memory(exc)
@@ -188,7 +180,7 @@ class MLP:
             raise error from None
         self.history_ = history
         if self.training_ is not None:
-            self.training_.append(self._fit_record(history.epochs, lr, momentum, batch_size))
+            self.training_.append(self._fit_record(**settings | {"epochs": history.epochs}))
         return history
 
     def _fit_record(self, epochs, lr, momentum, batch_size):
@@ -330,6 +322,8 @@ class MLP:
         """The model of a PyTorch ``Sequential(Linear, ReLU, Linear)`` (float32 or float64, any
         device), as :meth:`to_torch` returns; ``classes`` None reads the module's ``classes``.
         The other arguments are :meth:`from_params`'s."""
-        from .export import from_torch
+        from .export import torch_params
 
-        return from_torch(module, backend=backend, classes=classes, precision=precision, cuda_graphs=cuda_graphs)
+        params, module_classes = torch_params(module)
+        classes = module_classes if classes is None else classes
+        return cls.from_params(params, backend=backend, classes=classes, precision=precision, cuda_graphs=cuda_graphs)
