@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import socket
 import threading
 import time
@@ -88,14 +89,15 @@ class Reader:
 
     def facts(self):
         """The model in words, for ``GET /model`` and the page's "about this model" panel."""
-        model = self.model
+        model, facts = self.model, self.model.backend_facts
         return {
             "file": self.path.name,
             "layers": [model.n_in, model.n_hidden, model.n_out],
             "classes": list(model.classes),
             "dtype": model.dtype,
             "backend": model.backend,
-            "device": model.backend_facts["device"],
+            "device": facts["device"],
+            "threads": {key: value for key, value in facts.items() if key.endswith("threads")},
             "precision": model.precision,
             "recorded": self.recorded,  # what else the weights file says (e.g. the training precision)
         }
@@ -187,13 +189,27 @@ async def _refused(request, exc):
 
 
 def _listen(host, port):
-    """A socket listening on host:port (port 0: any free port)."""
+    """A TCP socket listening on host:port (port 0: any free port).
+
+    Made with the protocol number TCP, as asyncio makes its own: asyncio then sets TCP_NODELAY on each
+    connection, without which a kept-alive connection waits some 40 ms per answer (Nagle's algorithm
+    against delayed acknowledgements); ``socket.create_server`` leaves the protocol 0."""
     if isinstance(port, bool) or not 0 <= port <= 65535:
         raise InvalidInputError(f"port must be from 0 to 65535 (0: any free port), got {port}")
+    sock = None
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        if os.name == "posix":  # rebind at once after a restart (elsewhere SO_REUSEADDR means sharing the port)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen()
+        return sock
     except OSError as exc:
+        if sock is not None:
+            sock.close()
         raise InvalidInputError(
             f"cannot listen on {host} port {port}: {exc.strerror or exc}; choose another --port "
             "(0: any free one) or --host"

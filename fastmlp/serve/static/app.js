@@ -227,7 +227,7 @@ async function about() {
     ["layers", `${facts.layers.join(" → ")} (H = ${facts.layers[1]} hidden units)`],
     ["letters", facts.classes.join(" ")],
     ["dtype", facts.dtype],
-    ["backend", `${facts.backend} on ${facts.device}`],
+    ["backend", [`${facts.backend} on ${facts.device}`, words(facts.threads)].filter(Boolean).join("; ")],
     ["precision", facts.precision],
     ...Object.entries(facts.recorded).map(([key, value]) => [LABELS[key] || key.replaceAll("_", " "), words(value)]),
   ];
