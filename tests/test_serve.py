@@ -89,7 +89,7 @@ def server(trained_model_file, tmp_path_factory):
 
 
 def call(url, method="GET", path="/", body=None, headers=None):
-    """One HTTP request on a new connection -> (status, headers, JSON answer or text)."""
+    """One HTTP request on a new connection -> (status, the response, its JSON answer or text)."""
     address = urlsplit(url)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
     try:

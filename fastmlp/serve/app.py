@@ -55,7 +55,7 @@ class Reader:
     """The served model: an image file's bytes in, its ranked letters and the network's input out.
 
     The model is only read, but a backend may write even a prediction into a buffer it reuses (the
-    cupy backend's logits), and array libraries have threading rules of their own: predictions go
+    GPU backend's logits), and array libraries have threading rules of their own: predictions go
     through one at a time (a lock; one image takes well under a millisecond), while the uploads are
     decoded and converted in parallel."""
 
