@@ -1,7 +1,7 @@
 # Each target sets itself up: a virtual environment in .venv with fastmlp and its extras.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= numba,torch,jax,test,bench,sklearn,dask,onnx,lint
+EXTRAS ?= numba,torch,jax,test,bench,sklearn,dask,onnx,serve,lint
 # installed before the extras: the CPU-only PyTorch build (an unpinned torch on Linux is the CUDA
 # build, several GB); elsewhere e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH ?= torch==2.13.0

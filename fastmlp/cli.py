@@ -1,4 +1,4 @@
-"""The ``fastmlp`` command: ``train``, ``evaluate``, ``predict``, ``export``, ``bench`` and ``info``.
+"""The ``fastmlp`` command: ``train``, ``evaluate``, ``predict``, ``export``, ``serve``, ``bench`` and ``info``.
 
 Exit status: 0 success; 2 an error (one line on stderr, ``--debug`` shows the traceback);
 3 a *failed run*: training finished but did not learn (final training loss not below the initial
@@ -137,7 +137,7 @@ def _print_error(exc, debug):
 
 def _requested_backends(args):
     """The backend names the command asks for (None: the environment's or the default)."""
-    if args.command in ("train", "evaluate", "predict"):
+    if args.command in ("train", "evaluate", "predict", "serve"):
         return [args.backend]
     return getattr(args, "backends", [])
 
@@ -153,6 +153,7 @@ def build_parser():
     _add_evaluate_parser(commands, debug)
     _add_predict_parser(commands, debug)
     _add_export_parser(commands, debug)
+    _add_serve_parser(commands, debug)
     _add_bench_parser(commands, debug)
     info = commands.add_parser("info", help="versions, BLAS, threads, and which backends can run here")
     info.add_argument("--debug", **debug)
@@ -232,6 +233,20 @@ def _add_export_parser(commands, debug):
     export.add_argument("out", metavar="OUT.onnx", help='the ONNX file to write (needs: pip install "fastmlp[onnx]")')
     export.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
     export.add_argument("--debug", **debug)
+
+
+def _add_serve_parser(commands, debug):
+    """``fastmlp serve MODEL [--host H] [--port P] [--backend B]``."""
+    serve = commands.add_parser(
+        "serve", help="a page to draw a letter on and watch the network read it, and a JSON API"
+    )
+    serve.add_argument("model", metavar="MODEL", help="weights file written by fastmlp train (model.npz)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)"
+    )
+    serve.add_argument("--port", type=_int, default=8000, help="port (default 8000; 0: any free one)")
+    serve.add_argument("--backend", help="backend to run the model on (default as for train)")
+    serve.add_argument("--debug", **debug)
 
 
 def _add_bench_parser(commands, debug):
@@ -429,6 +444,12 @@ def _export(args):
     return _Outcome()
 
 
+def _serve(args):
+    from .serve import serve
+
+    return _Outcome(serve(args.model, host=args.host, port=args.port, backend=args.backend))
+
+
 def _bench_settings(args):
     """The benchmark's settings, checked before anything is timed: (backend names, dtypes)."""
     from .arguments import check_dtype, check_precision_name
@@ -509,6 +530,7 @@ _COMMANDS = {
     "evaluate": _evaluate,
     "predict": _predict,
     "export": _export,
+    "serve": _serve,
     "bench": _bench,
     "info": _info,
 }

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from .files import PathArg, require_file
 if TYPE_CHECKING:
     from .mlp import MLP
 
-__all__ = ["read_image", "read_inputs", "predict_files", "Prediction", "INK_CHOICES", "SIDE"]
+__all__ = ["read_image", "read_inputs", "predict_files", "rank_images", "Prediction", "INK_CHOICES", "SIDE"]
 
 #: how ``read_image`` decides which of ink and background is which
 INK_CHOICES = ("auto", "light", "dark")
@@ -59,11 +59,13 @@ MAX_WIDTH_PER_HEIGHT = 2.0
 MIN_LETTER_PIXELS = 8  # the letter's box, longer side
 
 
-def _open_grey(path):
-    """The image at ``path`` as a 2-D uint8 array of grey levels (transparency laid over white)."""
+def _open_grey(path, name):
+    """The image at ``path`` (or in a binary file object) as a 2-D uint8 array of grey levels
+    (transparency laid over white); ``name`` names it in messages."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = require_file(path, "image file")
+    if not hasattr(path, "read"):
+        path = require_file(path, "image file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -71,12 +73,12 @@ def _open_grey(path):
                 return _grey_levels(ImageOps.exif_transpose(image))
     except UnidentifiedImageError:
         raise InvalidInputError(
-            f"{path} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+            f"{name} is not an image Pillow can read (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
         ) from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise InvalidInputError(f"{path} is too large to be a letter ({exc})") from None
+        raise InvalidInputError(f"{name} is too large to be a letter ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
-        raise InvalidInputError(f"{path} is not a readable image: {exc}") from None
+        raise InvalidInputError(f"{name} is not a readable image: {exc}") from None
 
 
 def _grey_levels(image):
@@ -126,23 +128,27 @@ def _letter_box(levels, path):
     return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
 
 
-def read_image(path: PathArg, *, ink: str = "auto") -> np.ndarray:
-    """An image file -> (28, 28) uint8, light letter on 0, converted by the module's rule."""
+def read_image(path: PathArg | BinaryIO, *, ink: str = "auto") -> np.ndarray:
+    """An image file -> (28, 28) uint8, light letter on 0, converted by the module's rule.
+
+    ``path`` may also be a binary file object (e.g. ``io.BytesIO`` of an upload); messages name it
+    by its ``name`` attribute, else "the file"."""
     from PIL import Image
 
     if ink not in INK_CHOICES:
         raise InvalidInputError(f"ink must be one of {', '.join(INK_CHOICES)}, got {ink!r}")
-    grey = _open_grey(path)
+    name = getattr(path, "name", "the file") if hasattr(path, "read") else path  # as messages call it
+    grey = _open_grey(path, name)
     low, high = int(grey.min()), int(grey.max())
     if high - low < MIN_CONTRAST:
         raise InvalidInputError(
-            f"{path}: the image is blank (grey levels {low}-{high} only; "
+            f"{name}: the image is blank (grey levels {low}-{high} only; "
             f"a letter needs {MIN_CONTRAST} or more levels of contrast)"
         )
-    if not _ink_is_light(grey, ink, path):
+    if not _ink_is_light(grey, ink, name):
         grey, low, high = 255 - grey, 255 - high, 255 - low
     levels = np.rint((grey.astype(np.float64) - low) * (255 / (high - low))).astype(np.uint8)
-    rows, columns = _letter_box(levels, path)
+    rows, columns = _letter_box(levels, name)
     letter = Image.fromarray(np.ascontiguousarray(levels[rows, columns]))
     return np.asarray(letter.resize((SIDE, SIDE), Image.Resampling.LANCZOS))
 
@@ -222,6 +228,11 @@ class Prediction:
 def predict_files(model: MLP, paths: Iterable[PathArg], *, ink: str = "auto", top: int = 3) -> list[Prediction]:
     """Read ``paths`` (see :func:`read_inputs`) and rank ``top`` classes for each -> [Prediction]."""
     names, images = read_inputs(paths, ink=ink)
+    return rank_images(model, names, images, top=top)
+
+
+def rank_images(model: MLP, names: list[str], images: np.ndarray, *, top: int = 3) -> list[Prediction]:
+    """The ``top`` classes of each uint8 image (n, 28, 28), most likely first -> [Prediction] named ``names``."""
     probabilities = model.predict_proba(to_features(images, model.dtype))  # (n, K)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
     return [

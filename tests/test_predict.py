@@ -1,6 +1,7 @@
 """Predicting letters from real image files: the conversion rule, the round trip through PNG, class
 names in the weights file, and `fastmlp predict` as a real subprocess."""
 
+import io
 import json
 import os
 import subprocess
@@ -123,6 +124,19 @@ def test_sixteen_bit_grey_reads_like_eight_bit(tmp_path):
     Image.fromarray(levels).save(tmp_path / "G16.png")
     assert Image.open(tmp_path / "G16.png").mode.startswith("I")
     np.testing.assert_array_equal(images.read_image(tmp_path / "G16.png"), images.read_image(eight))
+
+
+def test_a_binary_file_object_reads_as_its_file_and_messages_use_its_name(tmp_path):
+    path = render("E", tmp_path / "E.png")
+    np.testing.assert_array_equal(images.read_image(io.BytesIO(path.read_bytes())), images.read_image(path))
+    upload = io.BytesIO(b"not an image\n")
+    upload.name = "upload.png"
+    with pytest.raises(InvalidInputError, match=r"^upload.png is not an image Pillow can read"):
+        images.read_image(upload)
+    blank = io.BytesIO()
+    Image.new("L", (50, 50), 200).save(blank, format="PNG")
+    with pytest.raises(InvalidInputError, match=r"^the file: the image is blank"):
+        images.read_image(io.BytesIO(blank.getvalue()))
 
 
 @pytest.mark.parametrize(
