@@ -180,13 +180,21 @@ class MLP:
             raise error from None
         self.history_ = history
         if self.training_ is not None:
-            self.training_.append(self._fit_record(**settings | {"epochs": history.epochs}))
+            self.training_.append(self._fit_record(history, **settings))
         return history
 
-    def _fit_record(self, epochs, lr, momentum, batch_size):
-        """One entry of ``training_``: what a completed fit ran with, as plain JSON values."""
-        settings = {"epochs": epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size, "seed": self.seed}
-        return settings | {"backend": self.backend, "dtype": self.dtype, "precision": self.precision}
+    def _fit_record(self, history, *, epochs, lr, momentum, batch_size):
+        """One entry of ``training_``: what a completed fit ran with and its final accuracies, as plain
+        JSON values (``valid_accuracy`` only when it had a validation set)."""
+        settings = {"epochs": history.epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size}
+        record = settings | {
+            "seed": self.seed,
+            "backend": self.backend,
+            "dtype": self.dtype,
+            "precision": self.precision,
+        }
+        accuracies = {"train_accuracy": history.train_acc, "valid_accuracy": history.valid_acc}
+        return record | {name: values[-1] for name, values in accuracies.items() if values}
 
     def _checked_data(self, X, y, X_valid, y_valid):
         """(X, labels, X_valid, labels_valid) as fit uses them: every check on the host, before any copy

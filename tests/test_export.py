@@ -90,6 +90,7 @@ def test_the_onnx_file_records_classes_version_and_training(onnx, notmnist, tmp_
             "backend": model.backend,
             "dtype": "float32",
             "precision": "float32",
+            "train_accuracy": model.history_.train_acc[-1],
         }
     ]
     _, labels, _ = run_onnx(path, notmnist.test[0][:50])

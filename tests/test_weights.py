@@ -273,13 +273,14 @@ def test_the_file_records_the_settings_of_each_fit(tmp_path, notmnist):
 
     model = fastmlp.MLP(784, 8, 10, seed=4)
     assert model.training_ == []
-    model.fit(*notmnist.train, epochs=1, lr=0.2)
-    model.fit(*notmnist.train, epochs=2, momentum=0.0, batch_size=1000)
+    first = model.fit(*notmnist.train, epochs=1, lr=0.2)
+    second = model.fit(*notmnist.train, *notmnist.valid, epochs=2, momentum=0.0, batch_size=1000)
     model.save(tmp_path / "w.npz")
     same = {"seed": 4, "backend": model.backend, "dtype": "float32", "precision": "float32"}
     assert fastmlp.MLP.load(tmp_path / "w.npz").training_ == [
-        {"epochs": 1, "lr": 0.2, "momentum": 0.9, "batch_size": None, **same},
-        {"epochs": 2, "lr": 0.1, "momentum": 0.0, "batch_size": 1000, **same},
+        {"epochs": 1, "lr": 0.2, "momentum": 0.9, "batch_size": None, **same, "train_accuracy": first.train_acc[-1]},
+        {"epochs": 2, "lr": 0.1, "momentum": 0.0, "batch_size": 1000, **same}
+        | {"train_accuracy": second.train_acc[-1], "valid_accuracy": second.valid_acc[-1]},
     ]
     assert fastmlp.MLP.from_params(model.params).training_ is None  # parameters from elsewhere: not known
     save_weights(tmp_path / "old.npz", model.params, extra_metadata={"fastmlp_version": "0.1.0"})

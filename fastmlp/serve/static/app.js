@@ -220,6 +220,14 @@ function words(value) {
   return String(value);
 }
 
+// the settings of each fit (a list): a row per fit, "training" when there was one
+function recordedRows(key, value) {
+  if (key === "training" && Array.isArray(value)) {
+    return value.map((fit, i) => [value.length === 1 ? "training" : `fit ${i + 1}`, words(fit)]);
+  }
+  return [[LABELS[key] || key.replaceAll("_", " "), words(value)]];
+}
+
 async function about() {
   const facts = await (await fetch("model")).json();
   const rows = [
@@ -229,7 +237,7 @@ async function about() {
     ["dtype", facts.dtype],
     ["backend", [`${facts.backend} on ${facts.device}`, words(facts.threads)].filter(Boolean).join("; ")],
     ["precision", facts.precision],
-    ...Object.entries(facts.recorded).map(([key, value]) => [LABELS[key] || key.replaceAll("_", " "), words(value)]),
+    ...Object.entries(facts.recorded).flatMap(([key, value]) => recordedRows(key, value)),
   ];
   document.getElementById("facts").replaceChildren(...rows.flatMap(([key, value]) => [element("dt", key), element("dd", value)]));
 }
