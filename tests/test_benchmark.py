@@ -1,10 +1,12 @@
 """The benchmark module's own logic (timings themselves are checked by bench/, not here)."""
 
+import importlib.util
 import json
 
+import numpy as np
 import pytest
 
-from fastmlp import benchmark, plotting
+from fastmlp import _sysinfo, benchmark, plotting
 
 
 def test_epoch_flops_matches_the_cost_in_the_math_notes():
@@ -72,3 +74,21 @@ def test_peers_missing_from_an_installed_package_are_reported(tmp_path):
     said = []
     assert benchmark.load_peers(said.append, folder=tmp_path / "bench" / "peers") == {}
     assert "peers not available" in said[0] and "not in an installed wheel" in said[0]
+
+
+def test_numpys_blas_is_the_one_numpy_ships_whatever_else_is_loaded_first():
+    """Numba loads SciPy's copy of OpenBLAS; the numba backend's BLAS line named that copy's version."""
+    from threadpoolctl import threadpool_info
+
+    from fastmlp.backends import get_backend
+
+    if importlib.util.find_spec("numba") is None:
+        pytest.skip("Numba is not installed: nothing loads a second BLAS here")
+    facts = get_backend("numba").describe()  # runs a kernel: Numba loads what it needs
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    if len(blas) < 2:
+        pytest.skip("only one BLAS is loaded in this process")
+    declared = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["version"]
+    assert _sysinfo.numpy_blas(blas[::-1])["version"] == declared  # the other copy listed first
+    assert facts["blas"].endswith(declared) and facts["products"] == f"NumPy's BLAS, {facts['blas']}"
+    assert "copy, not NumPy's" in facts["other_blas"]
