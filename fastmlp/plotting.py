@@ -173,12 +173,22 @@ def plot_sweep(result, path):
     save_figure(figure, path)
 
 
+def _two_and_five(value, _):
+    """A log axis's minor tick label: 0.2, 0.5, 2, 5, 20 ... plainly; the others unlabelled."""
+    leading = value / 10 ** np.floor(np.log10(value))
+    return f"{value:g}" if round(leading) in (2, 5) else ""
+
+
 def _sweep_axes(time_axes, ratio_axes, label, sizes):
     """Log axes for the seconds, a band for the impossible ratios below the floor."""
+    from matplotlib.ticker import FuncFormatter
+
     from .benchmark import FLOOR_RATIO_MIN
 
     time_axes.set_xscale("log")
     time_axes.set_yscale("log")
+    time_axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    time_axes.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     time_axes.set_ylabel("seconds per epoch (median)")
     time_axes.grid(alpha=0.3, which="both")
     low, high = ratio_axes.get_ylim()
