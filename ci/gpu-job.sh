@@ -27,10 +27,10 @@ PY="$VENV/bin/python"
 
 if [ "${GPU_DRY_RUN:-0}" = 1 ]; then
   COLLECT=(--collect-only -q); REQUIRE_GPU=0; EPOCHS=1; N=64; VALID=32; N_LARGE=96; HIDDEN=16,32; H_LARGE=16
-  STAND_IN=numpy,
+  STAND_IN=numpy,; PRECISIONS=float32   # numpy offers float32 only: bench refuses a precision nobody times
 else
   COLLECT=(); REQUIRE_GPU=1; EPOCHS=${BENCH_EPOCHS:-10}; N=6000; VALID=2000; N_LARGE=60000; HIDDEN=1000,4096
-  H_LARGE=4096; STAND_IN=
+  H_LARGE=4096; STAND_IN=; PRECISIONS=float32,tf32,bf16
 fi
 
 usable() {   # those of the backend choices "$@" that can run in this image, comma-separated
@@ -55,13 +55,13 @@ library_suite() {   # torch:cuda or jax:gpu, where the image has it
 
 bench() {
   "$PY" -m fastmlp info | tee "$OUT/info.txt"
-  "$PY" -m fastmlp bench --backends numpy,cupy --precision float32,tf32,bf16 --hidden "$HIDDEN" --n "$N" \
+  "$PY" -m fastmlp bench --backends numpy,cupy --precision "$PRECISIONS" --hidden "$HIDDEN" --n "$N" \
     --valid "$VALID" --epochs "$EPOCHS" --json "$OUT/bench-gpu.json"
   local others
   others=$(usable torch:cuda jax:gpu)
   "$PY" -m fastmlp bench --backends "numpy,${others:+$others,}cupy" --dtype float32 --hidden "${HIDDEN%%,*}" --n "$N" \
     --valid "$VALID" --epochs "$EPOCHS" --json "$OUT/bench-gpu-libraries.json"
-  "$PY" -m fastmlp bench --backends "${STAND_IN}cupy" --precision float32,tf32,bf16 --hidden "$H_LARGE" \
+  "$PY" -m fastmlp bench --backends "${STAND_IN}cupy" --precision "$PRECISIONS" --hidden "$H_LARGE" \
     --n "$N_LARGE" --valid "$VALID" --epochs "$EPOCHS" --json "$OUT/bench-gpu-60000.json"
 }
 

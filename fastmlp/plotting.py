@@ -63,66 +63,149 @@ def plot_curves(history, loss_path, accuracy_path, *, title=""):
         save_figure(figure, path)
 
 
-def plot_bars(result, path):
-    """Bar chart: median seconds per epoch by backend for every configuration, floor marked."""
-    configs = result["configs"]
-    figure, axes = _figure(figsize=(max(6.4, 2.2 * len(configs)), 4.2))
-    names = list(dict.fromkeys(name for c in configs for name in c["backends"]))  # in the order timed
-    width = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        xs, medians, floors = [], [], []
-        for j, config in enumerate(configs):
-            if name in config["backends"]:
-                xs.append(j + i * width)
-                medians.append(config["backends"][name]["median_s"])
-                floors.append(config["backends"][name]["floor_median_s"])
-        axes.bar(xs, medians, width=width, label=name)
-        axes.scatter(
-            xs,
-            floors,
-            marker="_",
-            s=300,
-            color="black",
-            zorder=3,
-            label="three large products alone" if i == 0 else None,
-        )
-    axes.set_xticks(
-        [j + width * (len(names) - 1) / 2 for j in range(len(configs))],
+def _machine_line(result):
+    """Where and when a benchmark ran, for a chart's title."""
+    machine, load = result.get("machine", {}), result.get("load_average")
+    return ", ".join(
         [
-            f"{c['dtype']}{'/' + c['precision'] if c.get('precision', 'float32') != 'float32' else ''}"
-            f"\nN={c['n']} H={c['hidden']}"
-            for c in configs
-        ],
+            f"{machine.get('cpu', 'unknown CPU')} ({machine.get('cpu_count')} cores)",
+            f"BLAS {result.get('blas', {}).get('blas')}",
+            *([f"load average {load[0]:.1f}"] if load else []),
+            result.get("date", ""),
+        ]
     )
-    axes.set_ylabel("seconds per epoch (median)")
-    axes.set_title("fastmlp: epoch time by backend")
-    axes.legend()
+
+
+def _colours(configs):
+    """One colour per backend (and peer loop), the same in every panel."""
+    names = dict.fromkeys(name for config in configs for name in config["backends"])
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+
+
+def _legend(figure, colours, extra):
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colour, label=name) for name, colour in colours.items()]
+    handles += extra
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize="small")
+
+
+def plot_bars(result, path):
+    """Median seconds per epoch: one panel per precision, one group of bars per (dtype, N, H), the
+    backends of each group sorted by time (fastest first), each bar labelled with its epoch/floor
+    ratio and its floor (the three large products alone) marked across it; the legend beside the panels."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    configs = result["configs"]
+    precisions = list(dict.fromkeys(c.get("precision", "float32") for c in configs))
+    colours = _colours(configs)
+    groups = [sum(c.get("precision", "float32") == p for c in configs) for p in precisions]
+    width = sum(max(3.0, 0.2 + 0.55 * len(colours) * count) for count in groups)
+    figure = Figure(figsize=(max(7.0, width), 5.0), dpi=100, layout="constrained")
+    panels = figure.subplots(1, len(precisions), squeeze=False, width_ratios=groups)[0]
+    for axes, precision in zip(panels, precisions, strict=True):
+        _bar_panel(axes, [c for c in configs if c.get("precision", "float32") == precision], colours)
+        axes.set_title(f"products in {precision}", fontsize="medium")
+    floor = Line2D([], [], color="black", linewidth=2, label="floor: its 3 large products alone")
+    _legend(figure, colours, [floor])
+    figure.suptitle(
+        f"fastmlp bench: seconds per epoch, each bar labelled epoch/floor\n{_machine_line(result)}", fontsize=9
+    )
     save_figure(figure, path)
 
 
-def _sweep_lines(points):
-    """(label, [points]) per backend and sweep: H grows at the usual N, N grows at the usual H."""
-    for name in dict.fromkeys(p["backend"] for p in points):
-        mine = [p for p in points if p["backend"] == name]
-        for label, fixed in (("H grows", "n"), ("N grows", "hidden")):
-            values = [p[fixed] for p in mine]
-            base = max(set(values), key=values.count)  # the value most points share
-            line = sorted((p for p in mine if p[fixed] == base), key=lambda p: p["flops"])
-            yield f"{name}, {label} ({fixed}={base})", line
-
-
-def plot_sweep(points, path):
-    """Log-log plot of seconds per epoch against FLOPs per epoch, one line per backend and sweep."""
-    figure, axes = _figure(figsize=(6.4, 4.8))
-    for label, line in _sweep_lines(points):
-        axes.plot([p["flops"] for p in line], [p["median_s"] for p in line], marker="o", label=label)
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    axes.set_xlabel("FLOPs of matrix products per epoch")
+def _bar_panel(axes, configs, colours):
+    """One group of bars per configuration, fastest backend first."""
+    width = 0.8 / max(1, *(len(c["backends"]) for c in configs))
+    for j, config in enumerate(configs):
+        ranked = sorted(config["backends"].items(), key=lambda item: item[1]["median_s"])
+        for i, (name, entry) in enumerate(ranked):
+            x = j + (i - (len(ranked) - 1) / 2) * width
+            bars = axes.bar(x, entry["median_s"], width=0.92 * width, color=colours[name])
+            mark = "!" if entry.get("measurement_error") else ""
+            axes.bar_label(bars, [f"{entry['floor_ratio']:.2f}x{mark}"], fontsize=7, padding=2)
+            axes.plot([x - width / 2, x + width / 2], [entry["floor_median_s"]] * 2, color="black", linewidth=2)
+    axes.set_xticks(range(len(configs)), [f"{c['dtype']}\nN={c['n']} H={c['hidden']}" for c in configs])
     axes.set_ylabel("seconds per epoch (median)")
-    axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize="small")
+    axes.margins(y=0.12)
+    axes.grid(axis="y", alpha=0.3)
+
+
+def _sweep_lines(points, varying, fixed, value):
+    """{(backend, dtype, precision): [(x, entry)]} for the points where ``fixed`` == ``value``, by ``varying``."""
+    lines: dict = {}
+    for point in sorted((p for p in points if p[fixed] == value), key=lambda p: p[varying]):
+        for name, entry in point["backends"].items():
+            lines.setdefault((name, point["dtype"], point["precision"]), []).append((point[varying], entry))
+    return lines
+
+
+def plot_sweep(result, path):
+    """The sweep of ``fastmlp bench --sweep``: seconds per epoch (top) and epoch/floor (bottom) as
+    H grows at the table's N (left) and as N grows at the table's H (right); one line per backend,
+    a line style per (dtype, precision) when several were timed."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    sweep = result["sweep"]
+    settings = list(dict.fromkeys((p["dtype"], p["precision"]) for p in sweep["points"]))
+    styles: dict = dict(zip(settings, ("-", "--", ":", "-."), strict=False))
+    colours = _colours(sweep["points"])
+    figure = Figure(figsize=(11.0, 8.0), dpi=100, layout="constrained")
+    grid = figure.subplots(2, 2, sharex="col")
+    for column, (varying, fixed, label) in enumerate(
+        (
+            ("hidden", "n", f"H, hidden units (N={sweep['n']})"),
+            ("n", "hidden", f"N, training rows (H={sweep['hidden']})"),
+        )
+    ):
+        for (name, *setting), line in _sweep_lines(sweep["points"], varying, fixed, sweep[fixed]).items():
+            xs = [x for x, _ in line]
+            style = {"color": colours[name], "linestyle": styles.get(tuple(setting), "-"), "marker": "o"}
+            grid[0][column].plot(xs, [e["median_s"] for _, e in line], **style)
+            grid[1][column].plot(xs, [e["floor_ratio"] for _, e in line], **style)
+        _sweep_axes(grid[0][column], grid[1][column], label, sorted({p[varying] for p in sweep["points"]}))
+    extra = [
+        Line2D([], [], color="grey", linestyle=style, label=f"{d}, products in {p}") for (d, p), style in styles.items()
+    ]
+    _legend(figure, colours, extra if len(settings) > 1 else [])
+    figure.suptitle(
+        f"fastmlp bench --sweep: each point timed as the table is, with its floor\n{_machine_line(result)}", fontsize=9
+    )
     save_figure(figure, path)
+
+
+def _two_and_five(value, _):
+    """A log axis's minor tick label: 0.2, 0.5, 2, 5, 20 ... plainly; the others unlabelled."""
+    leading = value / 10 ** np.floor(np.log10(value))
+    return f"{value:g}" if round(leading) in (2, 5) else ""
+
+
+def _sweep_axes(time_axes, ratio_axes, label, sizes):
+    """Log axes for the seconds, a band for the impossible ratios below the floor."""
+    from matplotlib.ticker import FuncFormatter
+
+    from .benchmark import FLOOR_RATIO_MIN
+
+    time_axes.set_xscale("log")
+    time_axes.set_yscale("log")
+    time_axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    time_axes.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
+    time_axes.set_ylabel("seconds per epoch (median)")
+    time_axes.grid(alpha=0.3, which="both")
+    low, high = ratio_axes.get_ylim()
+    ratio_axes.set_ylim(min(low, 0.85), max(high, 1.3))
+    ratio_axes.axhline(1.0, color="black", linewidth=0.8)
+    ratio_axes.axhspan(0, FLOOR_RATIO_MIN, color="0.85", zorder=0)
+    ratio_axes.text(
+        0.01, 0.01, f"below {FLOOR_RATIO_MIN}: a measurement error", transform=ratio_axes.transAxes, fontsize=7
+    )
+    ratio_axes.set_ylabel("epoch / floor (its 3 large products alone)")
+    ratio_axes.set_xlabel(label)
+    ratio_axes.grid(alpha=0.3)
+    ratio_axes.set_xticks(sizes, [str(size) for size in sizes])
+    ratio_axes.minorticks_off()
 
 
 def _confusion_panel(axes, matrix, classes, title, fmt):

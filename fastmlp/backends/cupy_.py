@@ -113,6 +113,7 @@ class CupyBackend(InPlaceBackend):
             "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
             "cuda_driver": cupy.cuda.runtime.driverGetVersion(),
             "nvmath_version": self._nvmath.__version__,
+            "products": "cuBLASLt, called by nvmath-python",
             "cuda_graphs": self._graphs_fact(),
             "unfused": "; ".join(f"{k}: {v}" for k, v in self.unfused.items()) or "none",
             "gpu_memory_total_gib": round(total / 2**30, 1),

@@ -61,6 +61,7 @@ class JaxBackend(Backend):
             **super().describe(),
             "jax_version": self._jax.__version__,
             "jax_enable_x64": bool(self._jax.config.jax_enable_x64),
+            "products": "XLA's own CPU kernels" if self._device.platform == "cpu" else "cuBLAS, called by XLA",
         }
 
     # ------------------------------------------------------------ transfers

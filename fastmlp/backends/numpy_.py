@@ -26,7 +26,8 @@ class NumpyBackend(InPlaceBackend):
     def describe(self):
         from .. import _sysinfo
 
-        return {**super().describe(), **_sysinfo.blas_info()}
+        blas = _sysinfo.blas_info()
+        return {**super().describe(), "products": f"NumPy's BLAS, {blas['blas']}", **blas}
 
     # ---------------------------------------------------------- transfers
     def asarray(self, host_array, dtype=None, *, copy=True):

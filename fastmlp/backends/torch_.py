@@ -11,6 +11,7 @@ silent float32.
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -71,10 +72,20 @@ class TorchBackend(InPlaceBackend):
 
     def describe(self):
         torch = self._torch
-        facts = {**super().describe(), "torch_version": torch.__version__}
+        facts = {**super().describe(), "torch_version": torch.__version__, "products": self._products_library()}
         if self._device.type == "cpu":
             facts["torch_threads"] = torch.get_num_threads()
         return facts
+
+    def _products_library(self):
+        """Which library does this device's matrix products, as PyTorch was built."""
+        torch, kind = self._torch, self._device.type
+        if kind == "cuda":
+            return f"cuBLAS (CUDA {torch.version.cuda})"
+        if kind == "mps":
+            return "Metal Performance Shaders"
+        built_with = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+        return f"PyTorch's BLAS, {built_with.group(1) if built_with else 'unknown'}"
 
     # ------------------------------------------------------------ transfers
     def _check_dtype(self, dtype):
