@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model, train
+from . import network, train
 from .backends import ALL_CHOICES, BASELINE, backend_status, configure, get_backend
 from .errors import BackendError, InvalidInputError
 from .files import write_text
-from .optim import INITIAL_VELOCITY
+from .network import INITIAL_VELOCITY
 
 __all__ = ["EpochRunner", "epoch_flops", "compare", "load_peers", "sweep", "format_table", "write_json", "PEERS"]
 
@@ -61,7 +61,7 @@ class EpochRunner:
         self.labels = to_device(rng.integers(0, N_OUT, n))  # N
         self.X_valid = to_device(rng.random((n_valid, N_IN)), dtype)  # Nv×D
         self.labels_valid = to_device(rng.integers(0, N_OUT, n_valid))  # Nv
-        params = {k: to_device(v) for k, v in model.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype).items()}
+        params = {k: to_device(v) for k, v in network.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype).items()}
         velocities = {k: self.backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in params.items()}
         self.state = train.TrainingState(self.backend, params, velocities)
         self._spare = None

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
-from . import model, train, weights
+from . import network, train, weights
 from .backends import configure, get_backend
 from .errors import InvalidInputError
 from .memory import ensure_fits, host_memory_errors
-from .optim import INITIAL_VELOCITY
+from .network import INITIAL_VELOCITY
 from .validation import (
     check_classes,
     check_dtype,
@@ -60,9 +60,9 @@ class MLP:
         dtype = check_dtype("float32" if dtype is None else dtype)
         classes = check_classes(classes, n_out)
         doing = f"creating MLP({n_in}, {n_hidden}, {n_out})"
-        ensure_fits(8 * sum(math.prod(s) for s in model.param_shapes(n_in, n_hidden, n_out).values()), doing)
+        ensure_fits(8 * sum(math.prod(s) for s in network.param_shapes(n_in, n_hidden, n_out).values()), doing)
         with host_memory_errors(doing):  # drawn in float64 on the host, then cast
-            host_params = model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
+            host_params = network.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
             self._setup(host_params, backend, dtype, classes, precision, cuda_graphs)
         self.seed: int | None = int(seed)
 
@@ -231,7 +231,7 @@ class MLP:
     # -------------------------------------------------------- inference
     def _logits(self, X):
         X_dev = self._backend.asarray(check_features(X, self.dtype, n_features=self.n_in))
-        S2, _ = model.forward(self._backend, self._params, X_dev)
+        S2, _ = network.forward(self._backend, self._params, X_dev)
         return S2
 
     def predict_proba(self, X):
@@ -259,7 +259,7 @@ class MLP:
         backend = self._backend
         X_host = check_features(X, self.dtype, n_features=self.n_in)
         labels = backend.asarray(check_labels(y, self.n_out, n_samples=len(X_host)))
-        loss, acc = model.evaluate(backend, self._params, backend.asarray(X_host), labels)
+        loss, acc = network.loss_and_accuracy(backend, self._params, backend.asarray(X_host), labels)
         return float(backend.to_numpy(loss)), float(backend.to_numpy(acc))
 
     # ------------------------------------------------------ persistence

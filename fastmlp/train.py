@@ -8,7 +8,7 @@ computes, so the loop reuses that pass and runs one extra forward after the last
 The path of one full-batch epoch: :func:`full_batch_epoch` calls the *step* —
 :func:`snapshot_epoch_step`, passed once through the backend's ``compile_step`` seam (a plain call
 on the CPU; a backend may trace or capture it and replay it) — which snapshots the weights (for the
-divergence check) and runs the forward and backward passes of :mod:`.model`, the momentum update of :mod:`.optim`
+divergence check) and runs the forward and backward passes of :mod:`.network` and its momentum update
 and the validation forward, and returns the metrics as one device vector. The loop copies that
 vector to the host (once per epoch, the only synchronisation), and :class:`_Recorder` checks the
 training loss with :class:`_DivergenceGuard` and appends the metrics to the :class:`History`.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import model, optim
+from . import network
 from .errors import DivergenceError
 
 #: a final training accuracy within this of the most common class's share counts as chance
@@ -142,7 +142,7 @@ class TrainingState:
 
     def restore(self, snapshot):
         params, velocities = snapshot
-        for name in model.PARAM_NAMES:
+        for name in network.PARAM_NAMES:
             self.params[name] = self.backend.copy(params[name], self.params[name])
             self.velocities[name] = self.backend.copy(velocities[name], self.velocities[name])
 
@@ -159,8 +159,8 @@ def gradient_step(backend, params, velocities, X, labels, lr, momentum, *, works
     Returns (params, velocities, loss, accuracy): the new parameters and velocities (updated in
     place where the backend can) and the loss and accuracy of the weights *before* the update,
     as 0-d device arrays."""
-    loss, acc, grads = model.loss_and_grads(backend, params, X, labels, workspace=workspace)
-    params, velocities = optim.update(backend, params, velocities, grads, lr, momentum)
+    loss, acc, grads = network.loss_and_grads(backend, params, X, labels, workspace=workspace)
+    params, velocities = network.update(backend, params, velocities, grads, lr, momentum)
     return params, velocities, loss, acc
 
 
@@ -175,7 +175,7 @@ def epoch_step(backend, params, velocities, X, labels, X_valid, labels_valid, lr
     )
     metrics = [loss, acc]
     if X_valid is not None:
-        metrics += model.evaluate(backend, params, X_valid, labels_valid, workspace="valid_hidden")
+        metrics += network.loss_and_accuracy(backend, params, X_valid, labels_valid, workspace="valid_hidden")
     return params, velocities, _stack(backend, metrics)
 
 
@@ -200,9 +200,9 @@ def _copy_weights(backend, params, velocities, into=None):
 def metrics_step(backend, params, X, labels, X_valid, labels_valid):
     """The loss and accuracy of ``params`` on (X, labels) and, if given, on the validation set,
     as one device vector."""
-    metrics = list(model.evaluate(backend, params, X, labels, workspace="train_hidden"))
+    metrics = list(network.loss_and_accuracy(backend, params, X, labels, workspace="train_hidden"))
     if X_valid is not None:
-        metrics += model.evaluate(backend, params, X_valid, labels_valid, workspace="valid_hidden")
+        metrics += network.loss_and_accuracy(backend, params, X_valid, labels_valid, workspace="valid_hidden")
     return _stack(backend, metrics)
 
 

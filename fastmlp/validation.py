@@ -224,9 +224,9 @@ def check_hyperparameters(*, epochs, lr, momentum, batch_size):
 # ------------------------------------------------------------- parameters
 def layout_problems(shapes, *, describe="{name} has shape"):
     """Every problem with the parameter shapes ``{name: tuple}``, measured against
-    :func:`fastmlp.model.param_shapes`: missing or unexpected names, weights that are not 2-D,
+    :func:`fastmlp.network.param_shapes`: missing or unexpected names, weights that are not 2-D,
     shapes that do not fit together, fewer than two classes. ``describe`` words each shape."""
-    from .model import PARAM_NAMES, param_shapes
+    from .network import PARAM_NAMES, param_shapes
 
     missing = [k for k in PARAM_NAMES if k not in shapes]
     extra = sorted(set(shapes) - set(PARAM_NAMES))
@@ -249,7 +249,7 @@ def layout_problems(shapes, *, describe="{name} has shape"):
 def check_layout(n_in, n_hidden, n_out):
     """The network's sizes as ints, checked by the same rule as every parameter dict."""
     sizes = [check_positive_int(n, name) for n, name in ((n_in, "n_in"), (n_hidden, "n_hidden"), (n_out, "n_out"))]
-    from .model import param_shapes
+    from .network import param_shapes
 
     problems = layout_problems(param_shapes(*sizes))
     if problems:

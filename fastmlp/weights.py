@@ -26,7 +26,7 @@ import numpy as np
 from .errors import InvalidInputError, MissingFileError
 from .files import atomic_write
 from .memory import ensure_fits, host_memory_errors
-from .model import PARAM_NAMES
+from .network import PARAM_NAMES
 from .validation import DTYPES, PRECISIONS, array_problems, classes_problem, layout_problems
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights", "npy_header"]

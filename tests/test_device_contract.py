@@ -15,7 +15,7 @@ import pytest
 from array_api_strict._array_object import Array
 
 import fastmlp
-from fastmlp import model
+from fastmlp import network
 from fastmlp.backends import Backend
 from fastmlp.errors import DivergenceError
 
@@ -107,7 +107,7 @@ def test_ten_epochs_on_the_device_match_numpy(notmnist64, dtype):
     device_history = on_device.fit(X, y, Xv, yv, epochs=10)
     host_history = on_host.fit(X, y, Xv, yv, epochs=10)
     rtol, atol = TOLERANCE[dtype]
-    for name in model.PARAM_NAMES:
+    for name in network.PARAM_NAMES:
         np.testing.assert_allclose(on_device.params[name], on_host.params[name], rtol=rtol, atol=atol, err_msg=name)
     for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
         np.testing.assert_allclose(
@@ -209,8 +209,8 @@ def test_the_epoch_step_with_its_snapshot_converts_nothing_on_the_host(notmnist,
         *(
             {k: device.asarray(v) for k, v in p.items()}
             for p in (
-                model.init_params(784, 16, 10),
-                {k: np.full(v.shape, 1e-5, np.float32) for k, v in model.init_params(784, 16, 10).items()},
+                network.init_params(784, 16, 10),
+                {k: np.full(v.shape, 1e-5, np.float32) for k, v in network.init_params(784, 16, 10).items()},
             )
         ),
     )

@@ -302,7 +302,7 @@ class CupyBackend(InPlaceBackend):
             except Exception as exc:
                 self.unfused["hidden_backward"] = f"{type(exc).__name__}: {exc}"
         self._product(d2, W2.T, d1)  # N×H: d2 W2ᵀ
-        d1 = self.relu_backward_into(A1, d1)  # ⊙ [S1 > 0]
+        d1 = self.relu_backward(A1, d1)  # ⊙ [S1 > 0]
         return dW2, db2, d1, d1.sum(axis=0)
 
     # --------------------------------------------------------- fused steps
@@ -342,7 +342,7 @@ class CupyBackend(InPlaceBackend):
     def logits_loss_acc(self, S, labels):
         return self._row_metrics(S, labels, None)
 
-    def relu_backward_into(self, A1, dA1):
+    def relu_backward(self, A1, dA1):
         self._mask_grad(A1, dA1)  # dA1 <- dA1 ⊙ [A1 > 0]
         return dA1
 
