@@ -32,7 +32,6 @@ from . import network, train
 from .backends import ALL_CHOICES, BASELINE, backend_status, configure, get_backend
 from .errors import BackendError, InvalidInputError
 from .files import write_text
-from .network import INITIAL_VELOCITY
 
 __all__ = ["EpochRunner", "epoch_flops", "compare", "load_peers", "sweep", "format_table", "write_json", "PEERS"]
 
@@ -62,9 +61,7 @@ class EpochRunner:
         self.X_valid = to_device(rng.random((n_valid, N_IN)), dtype)  # Nv×D
         self.labels_valid = to_device(rng.integers(0, N_OUT, n_valid))  # Nv
         params = {k: to_device(v) for k, v in network.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype).items()}
-        velocities = {k: self.backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in params.items()}
-        self.state = train.TrainingState(self.backend, params, velocities)
-        self._spare = None
+        self.state = train.TrainingState(self.backend, params, network.init_velocities(self.backend, params))
         self._d1 = to_device(rng.standard_normal((n, hidden)) * 1e-3, dtype)  # N×H stand-in for d1
         self.backend.hold_constant(self.X, self.X_valid)  # as fit promises: the data are never written
 
@@ -72,15 +69,8 @@ class EpochRunner:
         """Seconds of one full-batch training epoch, validation metrics included."""
 
         def work():
-            self._spare, _ = train.full_batch_epoch(
-                self.state,
-                self.X,
-                self.labels,
-                self.X_valid,
-                self.labels_valid,
-                lr=1e-3,
-                momentum=0.9,
-                snapshot_into=self._spare,
+            train.full_batch_epoch(
+                self.state, self.X, self.labels, self.X_valid, self.labels_valid, lr=1e-3, momentum=0.9
             )
             return self.state.params, self.state.velocities
 

@@ -14,6 +14,7 @@ Contract of every step: it may overwrite the arrays it is documented to overwrit
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import time
 
@@ -66,6 +67,7 @@ class Backend:
     def __init__(self, xp):
         self.xp = xp
         self._buffers = {}
+        self._compiled = {}
         self.precision = self.precisions[0]
         self.cuda_graphs = None
 
@@ -163,8 +165,10 @@ class Backend:
         return threadpool_limits(limits=n_threads)
 
     def release(self):
-        """Drop the reusable buffers (called when a fit ends)."""
+        """Drop the reusable buffers, and the compiled steps, which may refer to them (called
+        when a fit ends)."""
         self._buffers.clear()
+        self._compiled.clear()
 
     def out_of_memory(self, exc):
         """The error to raise when the backend's device ran out of memory during ``exc``
@@ -194,6 +198,14 @@ class Backend:
         ``donate`` names the arguments the step replaces (the caller passes them in and uses
         only the step's results afterwards): a backend may reuse their memory for the results."""
         return step
+
+    def compiled(self, step, *, donate=(), **static):
+        """``step(backend, ...)`` with this backend and ``static`` bound, through
+        :meth:`compile_step`: compiled once per step and settings, and kept until :meth:`release`."""
+        key = (step, tuple(donate), tuple(sorted(static.items())))
+        if key not in self._compiled:
+            self._compiled[key] = self.compile_step(functools.partial(step, self, **static), donate=tuple(donate))
+        return self._compiled[key]
 
     # --------------------------------------------------------- steps
     def matmul(self, A, B, *, workspace=None):
