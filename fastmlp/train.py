@@ -50,41 +50,42 @@ class History:
     allocation); :attr:`steady_seconds` is the median of the epochs after it.
     """
 
-    train_loss: list = field(default_factory=list)
-    train_acc: list = field(default_factory=list)
-    valid_loss: list = field(default_factory=list)
-    valid_acc: list = field(default_factory=list)
-    seconds: list = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    valid_loss: list[float] = field(default_factory=list)
+    valid_acc: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
     #: training loss of the weights the fit started from (NaN until a fit checked it, or when it
     #: was not finite)
     initial_loss: float = math.nan
 
     @property
-    def epochs(self):
+    def epochs(self) -> int:
+        """Epochs recorded (those with a training loss)."""
         return len(self.train_loss)
 
     @property
-    def first_epoch_seconds(self):
+    def first_epoch_seconds(self) -> float:
         """Time of the first epoch, compile / cache-load / warm-up included."""
         return self.seconds[0] if self.seconds else float("nan")
 
     @property
-    def steady_seconds(self):
+    def steady_seconds(self) -> float:
         """Median seconds of the epochs after the first (the steady state)."""
         later = self.seconds[1:]
         return statistics.median(later) if later else float("nan")
 
-    def truncate(self, epochs):
+    def truncate(self, epochs: int) -> None:
         """Keep the records of the first ``epochs`` epochs only."""
         for values in (self.train_loss, self.train_acc, self.valid_loss, self.valid_acc, self.seconds):
             del values[epochs:]
 
     @property
-    def loss_fell(self):
+    def loss_fell(self) -> bool:
         """Whether the final training loss is below the initial one."""
         return bool(self.train_loss) and self.train_loss[-1] < self.initial_loss
 
-    def failure(self, chance_accuracy):
+    def failure(self, chance_accuracy: float) -> str | None:
         """Why the run failed to learn, or None: its final training loss is not below the initial
         one, or its final training accuracy is not clearly above ``chance_accuracy`` (the share of
         the most common class)."""
@@ -99,7 +100,7 @@ class History:
             )
         return None
 
-    def to_csv(self):
+    def to_csv(self) -> str:
         """CSV text, one row per epoch: epoch, train_loss, train_acc, valid_loss, valid_acc, seconds."""
         columns = (self.train_loss, self.train_acc, self.valid_loss, self.valid_acc, self.seconds)
         lines = ["epoch,train_loss,train_acc,valid_loss,valid_acc,seconds"]
@@ -418,19 +419,19 @@ def _mini_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, mo
 
 
 def run_epochs(
-    state,
+    state: TrainingState,
     X,
     labels,
     X_valid=None,
     labels_valid=None,
     *,
-    epochs,
-    lr,
-    momentum,
-    batch_size=None,
-    rng=None,
-    progress=False,
-):
+    epochs: int,
+    lr: float,
+    momentum: float,
+    batch_size: int | None = None,
+    rng: np.random.Generator | None = None,
+    progress: bool = False,
+) -> History:
     """Train ``state`` in place for ``epochs`` epochs; returns the :class:`History`.
 
     X (N, D) and labels (N,) are backend arrays already on the device. ``batch_size=None`` is
