@@ -9,6 +9,7 @@ from fastmlp import network
 from fastmlp.backends import get_backend
 from fastmlp.backends.base import Backend
 
+from . import seed_oracle as oracle
 from .helpers import TOLERANCE, to_host
 from .seed_oracle import train as seed_train
 
@@ -64,25 +65,31 @@ def test_gradients_are_exactly_the_math_on_a_tiny_case():
 
 
 def test_the_math_runs_on_array_api_strict_arrays():
-    """Portability proof: the generic steps use nothing beyond the Array API standard."""
+    """Portability proof: the generic steps use nothing beyond the Array API standard, and on
+    array-api-strict arrays give the loss, accuracy, gradients and momentum update of the seed's
+    equations written in plain float64 NumPy (tests/seed_oracle.py)."""
     params, X, labels = small_problem()
     strict = Backend(array_api_strict)
     device = {k: array_api_strict.asarray(v) for k, v in params.items()}
     loss, acc, grads = network.loss_and_grads(
         strict, device, array_api_strict.asarray(X), array_api_strict.asarray(labels)
     )
-    numpy_backend = get_backend("numpy")
-    ref_loss, ref_acc, ref_grads = network.loss_and_grads(
-        numpy_backend, {k: v.copy() for k, v in params.items()}, X, labels
-    )
-    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-14)
-    assert float(acc) == float(ref_acc)
-    for name in network.PARAM_NAMES:
-        np.testing.assert_allclose(np.from_dlpack(grads[name]), ref_grads[name], rtol=1e-12, atol=1e-15)
-    for name in network.PARAM_NAMES:  # and one momentum update
-        velocity = array_api_strict.full(device[name].shape, 1e-5, dtype=array_api_strict.float64)
-        new, _ = strict.momentum_update(device[name], velocity, grads[name], 0.1, 0.9)
-        assert new.shape == device[name].shape
+    velocities = {k: array_api_strict.full(v.shape, 1e-5, dtype=array_api_strict.float64) for k, v in device.items()}
+    new_params, new_velocities = network.update(strict, device, velocities, grads, 0.1, 0.9)
+
+    W1, b1, W2, b2 = (params[k] for k in network.PARAM_NAMES)
+    Y = np.eye(W2.shape[1])[labels]
+    S1, A1, P = oracle.forward(X, W1, b1, W2, b2)
+    d2 = oracle.grad_ce(Y, P)
+    d1 = (d2 @ W2.T) * (S1 > 0)
+    expected_grads = {"W1": X.T @ d1, "b1": d1.sum(axis=0), "W2": A1.T @ d2, "b2": d2.sum(axis=0)}
+    assert float(loss) == pytest.approx(oracle.average_ce(Y, P), rel=1e-12)
+    assert float(acc) == np.mean(P.argmax(axis=1) == labels)
+    for name, g in expected_grads.items():
+        np.testing.assert_allclose(np.from_dlpack(grads[name]), g, rtol=1e-12, atol=1e-15, err_msg=name)
+        v = 0.9 * 1e-5 + 0.1 * g  # v ← γ v + α g
+        np.testing.assert_allclose(np.from_dlpack(new_velocities[name]), v, rtol=1e-12, atol=1e-15, err_msg=name)
+        np.testing.assert_allclose(np.from_dlpack(new_params[name]), params[name] - v, rtol=1e-12, atol=1e-15)
 
 
 def test_fit_reproduces_the_seed_loop_to_1e_10_in_float64(notmnist64, backend_name):
@@ -122,8 +129,13 @@ def test_initial_weights_follow_the_seed_xavier_variant():
 
 
 def test_initial_weights_are_bit_identical_across_backends(backend_name, dtype):
-    reference = fastmlp.MLP(784, 64, 10, backend="numpy", dtype=dtype, seed=11).params
-    other = fastmlp.MLP(784, 64, 10, backend=backend_name, dtype=dtype, seed=11).params
+    """Every backend starts from the seed's draw, bit for bit: float64 normals from
+    ``numpy.random.default_rng(seed)``, W1 then W2, cast to the dtype (drawn here, independently)."""
+    rng = np.random.default_rng(11)
+    W1 = rng.normal(0.0, np.sqrt(2 / (784 + 10)), size=(784, 64)).astype(dtype)
+    W2 = rng.normal(0.0, np.sqrt(2 / (64 + 1)), size=(64, 10)).astype(dtype)
+    expected = {"W1": W1, "b1": np.zeros(64, dtype), "W2": W2, "b2": np.zeros(10, dtype)}
+    params = fastmlp.MLP(784, 64, 10, backend=backend_name, dtype=dtype, seed=11).params
     for name in network.PARAM_NAMES:
-        assert other[name].dtype == np.dtype(dtype)
-        assert np.array_equal(other[name], reference[name]), name
+        assert params[name].dtype == np.dtype(dtype)
+        assert np.array_equal(params[name], expected[name]), name
