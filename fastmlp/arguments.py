@@ -22,7 +22,7 @@ import numpy as np
 
 from .classes import CLASSES
 from .errors import InvalidInputError, InvalidTypeError
-from .model import PARAM_NAMES, param_shapes
+from .network import PARAM_NAMES, param_shapes
 
 if TYPE_CHECKING:
     from numpy.typing import DTypeLike
@@ -232,7 +232,7 @@ def check_hyperparameters(*, epochs, lr, momentum, batch_size):
 # ------------------------------------------------------------- parameters
 def layout_problems(shapes, *, describe="{name} has shape"):
     """Every problem with the parameter shapes ``{name: tuple}``, measured against
-    :func:`fastmlp.model.param_shapes`: missing or unexpected names, weights that are not 2-D,
+    :func:`fastmlp.network.param_shapes`: missing or unexpected names, weights that are not 2-D,
     shapes that do not fit together, fewer than two classes. ``describe`` words each shape."""
     missing = [k for k in PARAM_NAMES if k not in shapes]
     extra = sorted(set(shapes) - set(PARAM_NAMES))

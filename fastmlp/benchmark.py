@@ -35,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _sysinfo, model, train
+from . import _sysinfo, network, train
 from .arguments import PRECISIONS
 from .backends import ALL_CHOICES, BASELINE, backend_status, backends_offering, configure, get_backend
 from .errors import BackendError, InvalidInputError
 from .files import write_text
-from .optim import INITIAL_VELOCITY
 
 __all__ = [
     "EpochRunner",
@@ -90,10 +89,8 @@ class EpochRunner:
         self.labels = to_device(rng.integers(0, N_OUT, n))  # N
         self.X_valid = to_device(rng.random((n_valid, N_IN)), dtype)  # Nv×D
         self.labels_valid = to_device(rng.integers(0, N_OUT, n_valid))  # Nv
-        params = {k: to_device(v) for k, v in model.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype).items()}
-        velocities = {k: self.backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in params.items()}
-        self.state = train.TrainingState(self.backend, params, velocities)
-        self._spare = None
+        params = {k: to_device(v) for k, v in network.init_params(N_IN, hidden, N_OUT, seed=seed, dtype=dtype).items()}
+        self.state = train.TrainingState(self.backend, params, network.init_velocities(self.backend, params))
         self._d1 = to_device(rng.standard_normal((n, hidden)) * 1e-3, dtype)  # N×H stand-in for d1
         self.backend.hold_constant(self.X, self.X_valid)  # as fit promises: the data are never written
 
@@ -101,15 +98,8 @@ class EpochRunner:
         """Seconds of one full-batch training epoch, validation metrics included."""
 
         def work():
-            self._spare, _ = train.full_batch_epoch(
-                self.state,
-                self.X,
-                self.labels,
-                self.X_valid,
-                self.labels_valid,
-                lr=1e-3,
-                momentum=0.9,
-                snapshot_into=self._spare,
+            train.full_batch_epoch(
+                self.state, self.X, self.labels, self.X_valid, self.labels_valid, lr=1e-3, momentum=0.9
             )
             return self.state.params, self.state.velocities
 

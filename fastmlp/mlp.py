@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from . import model, train, weights
+from . import network, ops, train, weights
 from .arguments import (
     check_classes,
     check_dtype,
@@ -19,9 +23,11 @@ from .arguments import (
 from .backends import configure, get_backend
 from .errors import InvalidInputError
 from .memory import ensure_fits, host_memory_errors
-from .optim import INITIAL_VELOCITY
 
 __all__ = ["MLP"]
+
+#: a backend's name (``"numpy"``, ``"torch:cuda"``, ``"auto"``, ...), a backend object, or None
+BackendChoice = Any
 
 
 class MLP:
@@ -43,29 +49,29 @@ class MLP:
 
     def __init__(
         self,
-        n_in=784,
-        n_hidden=1000,
-        n_out=10,
+        n_in: int = 784,
+        n_hidden: int = 1000,
+        n_out: int = 10,
         *,
-        backend=None,
-        dtype="float32",
-        seed=0,
-        classes=None,
-        precision="float32",
-        cuda_graphs=None,
-    ):
+        backend: BackendChoice = None,
+        dtype: Any = "float32",
+        seed: int = 0,
+        classes: Sequence[str] | None = None,
+        precision: str = "float32",
+        cuda_graphs: bool | None = None,
+    ) -> None:
         n_in, n_hidden, n_out = check_layout(n_in, n_hidden, n_out)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise InvalidInputError.about("seed", f"must be an integer >= 0, got {seed!r}")
         dtype = check_dtype("float32" if dtype is None else dtype)
         classes = check_classes(classes, n_out)
         doing = f"creating MLP({n_in}, {n_hidden}, {n_out})"
-        ensure_fits(8 * sum(math.prod(s) for s in model.param_shapes(n_in, n_hidden, n_out).values()), doing)
+        ensure_fits(8 * sum(math.prod(s) for s in network.param_shapes(n_in, n_hidden, n_out).values()), doing)
         with host_memory_errors(doing):  # drawn in float64 on the host, then cast
-            host_params = model.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
+            host_params = network.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
             self._setup(host_params, backend, dtype, classes, precision, cuda_graphs)
         self.seed: int | None = int(seed)
-        self.training_: list | None = []  # no fit yet
+        self.training_: list[dict[str, Any]] | None = []  # no fit yet
 
     def _setup(self, host_params, backend, dtype, classes, precision="float32", cuda_graphs=None):
         self._backend = get_backend(backend)
@@ -80,11 +86,20 @@ class MLP:
         self._velocities = None  # created by the first fit, kept across fits
         self.history_ = None
         self.seed = None
-        #: the settings of each completed fit ({epochs, lr, momentum, ...}); None: not known
+        #: the settings and final accuracies of each completed fit (see ``_fit_record``); None: not known
         self.training_ = None
 
     @classmethod
-    def from_params(cls, params, *, backend=None, dtype=None, classes=None, precision="float32", cuda_graphs=None):
+    def from_params(
+        cls,
+        params: Mapping[str, Any],
+        *,
+        backend: BackendChoice = None,
+        dtype: Any = None,
+        classes: Sequence[str] | None = None,
+        precision: str = "float32",
+        cuda_graphs: bool | None = None,
+    ) -> MLP:
         """A model with the given parameters: {"W1": (D, H), "b1": (H,), "W2": (H, K), "b2": (K,)},
         K >= 2 like the constructor's ``n_out``; ``dtype=None`` keeps W1's dtype; ``classes``: the K
         class names (None: as in :class:`MLP`); ``precision`` and ``cuda_graphs`` as in :class:`MLP`."""
@@ -98,21 +113,21 @@ class MLP:
 
     # ------------------------------------------------------------ facts
     @property
-    def backend(self):
+    def backend(self) -> str:
         """Name of the backend the model runs on."""
         return self._backend.name
 
     @property
-    def backend_facts(self):
+    def backend_facts(self) -> dict[str, Any]:
         """Facts about the backend: name, device, BLAS and thread counts, versions."""
         return self._backend.describe()
 
     @property
-    def params(self):
+    def params(self) -> dict[str, np.ndarray]:
         """Host NumPy copies of the parameters, {"W1", "b1", "W2", "b2"}."""
         return {k: self._backend.to_numpy(v) for k, v in self._params.items()}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         precision = f", precision={self.precision!r}" if self.precision != "float32" else ""
         return (
             f"MLP({self.n_in}, {self.n_hidden}, {self.n_out}, backend={self.backend!r}, "
@@ -145,45 +160,45 @@ class MLP:
     # --------------------------------------------------------- training
     def fit(
         self,
-        X,
-        y,
-        X_valid=None,
-        y_valid=None,
+        X: npt.ArrayLike,
+        y: npt.ArrayLike,
+        X_valid: npt.ArrayLike | None = None,
+        y_valid: npt.ArrayLike | None = None,
         *,
-        epochs=200,
-        lr=0.1,
-        momentum=0.9,
-        batch_size=None,
-        progress=False,
-        shuffle_seed=None,
-    ):
+        epochs: int = 200,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        batch_size: int | None = None,
+        progress: bool = False,
+        shuffle_seed: int | None = None,
+    ) -> train.History:
         """Train; returns a :class:`~fastmlp.train.History` (also kept as ``history_``).
 
         ``y`` holds integer labels or a one-hot matrix. ``batch_size=None`` is full-batch
         gradient descent (the seed); an int gives shuffled mini-batches drawn on the host from
         ``shuffle_seed`` (default: the model's seed). Velocities start at 1e-5 and persist
         across ``fit`` calls. On divergence, :class:`~fastmlp.errors.DivergenceError` is raised
-        and the model keeps the last weights whose training loss was finite."""
+        and the model keeps the last weights whose training loss was finite.
+        """
         epochs, lr, momentum, batch_size = check_hyperparameters(
             epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size
         )
-        X_host, labels_host, X_valid, y_valid = self._checked_data(X, y, X_valid, y_valid)
-        settings = {"epochs": epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size}
+        data = self._checked(X, y, X_valid, y_valid)  # every check on the host, before any copy to the device
+        seed = self.seed if shuffle_seed is None else shuffle_seed
+        settings: dict[str, Any] = {"epochs": epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size}
+        settings.update(rng=np.random.default_rng(seed if seed is not None else 0), progress=progress)
         try:
-            history = self._fit_on_device(
-                X_host, labels_host, X_valid, y_valid, progress=progress, shuffle_seed=shuffle_seed, **settings
-            )
+            self.history_ = self._fit_on_device(data, settings)
         except MemoryError as exc:
             error = self._backend.out_of_memory(exc)
             if error is exc:
                 raise
             raise error from None
-        self.history_ = history
         if self.training_ is not None:
-            self.training_.append(self._fit_record(history, **settings))
-        return history
+            self.training_.append(self._fit_record(self.history_, lr=lr, momentum=momentum, batch_size=batch_size))
+        return self.history_
 
-    def _fit_record(self, history, *, epochs, lr, momentum, batch_size):
+    def _fit_record(self, history, *, lr, momentum, batch_size):
         """One entry of ``training_``: what a completed fit ran with and its final accuracies, as plain
         JSON values (``valid_accuracy`` only when it had a validation set)."""
         settings = {"epochs": history.epochs, "lr": lr, "momentum": momentum, "batch_size": batch_size}
@@ -196,69 +211,48 @@ class MLP:
         accuracies = {"train_accuracy": history.train_acc, "valid_accuracy": history.valid_acc}
         return record | {name: values[-1] for name, values in accuracies.items() if values}
 
-    def _checked_data(self, X, y, X_valid, y_valid):
-        """(X, labels, X_valid, labels_valid) as fit uses them: every check on the host, before any copy
-        to the device."""
-        X_host = check_features(X, self.dtype, n_features=self.n_in)
-        labels_host = check_labels(y, self.n_out, n_samples=len(X_host))
+    def _checked(self, X, y, X_valid, y_valid):
+        """(X, labels, X_valid, labels_valid): fit's data as checked host arrays (the validation
+        pair None when not given)."""
+        X = check_features(X, self.dtype, n_features=self.n_in)
+        labels = check_labels(y, self.n_out, n_samples=len(X))
         if (X_valid is None) != (y_valid is None):
             raise InvalidInputError("pass both X_valid and y_valid, or neither")
-        if X_valid is not None:
-            X_valid = check_features(X_valid, self.dtype, n_features=self.n_in, name="X_valid")
-            y_valid = check_labels(y_valid, self.n_out, n_samples=len(X_valid), name="y_valid")
-        return X_host, labels_host, X_valid, y_valid
+        if X_valid is None:
+            return X, labels, None, None
+        X_valid = check_features(X_valid, self.dtype, n_features=self.n_in, name="X_valid")
+        return X, labels, X_valid, check_labels(y_valid, self.n_out, n_samples=len(X_valid), name="y_valid")
 
-    def _fit_on_device(
-        self, X_host, labels_host, X_valid, labels_valid, *, epochs, lr, momentum, batch_size, progress, shuffle_seed
-    ):
-        """fit's work after the checks: copy to the device once, then run the epochs."""
+    def _fit_on_device(self, data, settings):
+        """fit's work after the checks: copy the data to the device once, then run the epochs."""
         backend = self._backend
-        Xv_dev = lv_dev = None
         # training never writes into X or the labels: a host backend may use the checked arrays as they are
-        if X_valid is not None:
-            Xv_dev, lv_dev = backend.asarray(X_valid, copy=False), backend.asarray(labels_valid, copy=False)
-        X_dev, labels_dev = backend.asarray(X_host, copy=False), backend.asarray(labels_host, copy=False)
-        backend.hold_constant(X_dev, Xv_dev)  # unchanged until run_epochs releases the backend
+        X, labels, X_valid, labels_valid = (None if a is None else backend.asarray(a, copy=False) for a in data)
+        backend.hold_constant(X, X_valid)  # unchanged until run_epochs releases the backend
         if self._velocities is None:
-            self._velocities = {k: backend.full(v.shape, INITIAL_VELOCITY, v.dtype) for k, v in self._params.items()}
+            self._velocities = network.init_velocities(backend, self._params)
         state = train.TrainingState(backend, self._params, self._velocities)
-        seed = self.seed if shuffle_seed is None else shuffle_seed
-        rng = np.random.default_rng(seed if seed is not None else 0)
         try:
             with backend.quiet_overflow():  # divergence is reported by run_epochs itself
-                return train.run_epochs(
-                    state,
-                    X_dev,
-                    labels_dev,
-                    Xv_dev,
-                    lv_dev,
-                    epochs=epochs,
-                    lr=lr,
-                    momentum=momentum,
-                    batch_size=batch_size,
-                    rng=rng,
-                    progress=progress,
-                )
+                return train.run_epochs(state, X, labels, X_valid, labels_valid, **settings)
         finally:
             self._params, self._velocities = state.params, state.velocities
 
     # -------------------------------------------------------- inference
     def _logits(self, X):
         X_dev = self._backend.asarray(check_features(X, self.dtype, n_features=self.n_in))
-        S2, _ = model.forward(self._backend, self._params, X_dev)
+        S2, _ = network.forward(self._backend, self._params, X_dev)
         return S2
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: npt.ArrayLike) -> np.ndarray:
         """Class probabilities, host array (N, K)."""
-        from . import ops
-
         return self._backend.to_numpy(ops.softmax(self._logits(X)))
 
-    def predict(self, X):
+    def predict(self, X: npt.ArrayLike) -> np.ndarray:
         """Predicted class per row (the first of equal maxima), host int64 array (N,)."""
         return self._backend.to_numpy(self._backend.xp.argmax(self._logits(X), axis=1)).astype(np.int64)
 
-    def predict_images(self, paths, *, ink="auto", top=3):
+    def predict_images(self, paths: Sequence[str | PathLike[str]], *, ink: str = "auto", top: int = 3) -> list[Any]:
         """Classify image files (PNG, JPEG, ...), idx images files or .npz files.
 
         Returns one :class:`~fastmlp.images.Prediction` per image (``.letter``, ``.probability``,
@@ -268,16 +262,16 @@ class MLP:
 
         return predict_files(self, paths, ink=ink, top=top)
 
-    def evaluate(self, X, y):
+    def evaluate(self, X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[float, float]:
         """(average cross-entropy, accuracy) on (X, y), as Python floats."""
         backend = self._backend
         X_host = check_features(X, self.dtype, n_features=self.n_in)
         labels = backend.asarray(check_labels(y, self.n_out, n_samples=len(X_host)))
-        loss, acc = model.evaluate(backend, self._params, backend.asarray(X_host), labels)
+        loss, acc = network.loss_and_accuracy(backend, self._params, backend.asarray(X_host), labels)
         return float(backend.to_numpy(loss)), float(backend.to_numpy(acc))
 
     # ------------------------------------------------------ persistence
-    def save(self, path):
+    def save(self, path: str | PathLike[str]) -> None:
         """Write the parameters to ``path`` (npz without pickle), atomically, with the class names
         and the settings of each fit (``training_``, when known)."""
         from . import __version__
@@ -288,7 +282,14 @@ class MLP:
         weights.save_weights(path, self.params, extra_metadata=metadata)
 
     @classmethod
-    def load(cls, path, *, backend=None, precision="float32", cuda_graphs=None):
+    def load(
+        cls,
+        path: str | PathLike[str],
+        *,
+        backend: BackendChoice = None,
+        precision: str = "float32",
+        cuda_graphs: bool | None = None,
+    ) -> MLP:
         """A model with the parameters and class names saved at ``path`` (see :meth:`save`).
 
         A file written before class names were saved gets the default names (see :class:`MLP`).
@@ -307,7 +308,7 @@ class MLP:
         return model
 
     # ----------------------------------------------------------- export
-    def to_onnx(self, path, *, overwrite=False):
+    def to_onnx(self, path: str | PathLike[str], *, overwrite: bool = False) -> Any:
         """Write the network to ``path`` (``.onnx``) as an ONNX model; returns the path.
 
         Input ``images``: (N, 784) in the model's dtype, scaled as the data are (grey level / 255,
@@ -318,7 +319,7 @@ class MLP:
 
         return to_onnx(self, path, overwrite=overwrite)
 
-    def to_torch(self):
+    def to_torch(self) -> Any:
         """A PyTorch ``Sequential(Linear, ReLU, Linear)`` with exactly these weights, on the CPU; it
         ends in the logits (no softmax layer: PyTorch's losses take logits). See :mod:`fastmlp.export`."""
         from .export import to_torch
@@ -326,7 +327,15 @@ class MLP:
         return to_torch(self)
 
     @classmethod
-    def from_torch(cls, module, *, backend=None, classes=None, precision="float32", cuda_graphs=None):
+    def from_torch(
+        cls,
+        module: Any,
+        *,
+        backend: BackendChoice = None,
+        classes: Sequence[str] | None = None,
+        precision: str = "float32",
+        cuda_graphs: bool | None = None,
+    ) -> MLP:
         """The model of a PyTorch ``Sequential(Linear, ReLU, Linear)`` (float32 or float64, any
         device), as :meth:`to_torch` returns; ``classes`` None reads the module's ``classes``.
         The other arguments are :meth:`from_params`'s."""

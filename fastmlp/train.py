@@ -5,26 +5,27 @@ loss and accuracy on the training and validation sets for the updated weights. I
 the training metrics of the updated weights are exactly what the next epoch's forward pass
 computes, so the loop reuses that pass and runs one extra forward after the last epoch.
 
-The path of one full-batch epoch: :func:`full_batch_epoch` calls the *step* —
-:func:`snapshot_epoch_step`, passed once through the backend's ``compile_step`` seam (a plain call
-on the CPU; a backend may trace or capture it and replay it) — which snapshots the weights (for the
-divergence check) and runs the forward and backward passes of :mod:`.model`, the momentum update of :mod:`.optim`
-and the validation forward, and returns the metrics as one device vector. The loop copies that
-vector to the host (once per epoch, the only synchronisation), and :class:`_Recorder` checks the
-training loss with :class:`_DivergenceGuard` and appends the metrics to the :class:`History`.
+The path of one full-batch epoch: :func:`full_batch_epoch` calls the *step* :func:`epoch_step`,
+compiled once through the backend's ``compile_step`` seam (a plain call on the CPU; a backend may
+trace it or capture it and replay it). The step copies the weights into the free slot of
+:class:`Snapshots` (for the divergence check), runs the passes of :mod:`.network` (forward,
+backward, momentum update) and the validation forward, and returns the metrics as one device
+vector. The loop copies that vector to the host (once per epoch, the only synchronisation), and
+:class:`_Recorder` checks the training loss with :class:`_DivergenceGuard`, which accepts the
+snapshot or restores the last accepted one, and appends the metrics to the :class:`History`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import model, optim
+from . import network
 from .errors import DivergenceError
 
 #: a final training accuracy within this of the most common class's share counts as chance
@@ -33,9 +34,9 @@ CHANCE_MARGIN = 0.01
 __all__ = [
     "History",
     "TrainingState",
+    "Snapshots",
     "gradient_step",
     "epoch_step",
-    "snapshot_epoch_step",
     "metrics_step",
     "full_batch_epoch",
     "run_epochs",
@@ -50,40 +51,42 @@ class History:
     allocation); :attr:`steady_seconds` is the median of the epochs after it.
     """
 
-    train_loss: list = field(default_factory=list)
-    train_acc: list = field(default_factory=list)
-    valid_loss: list = field(default_factory=list)
-    valid_acc: list = field(default_factory=list)
-    seconds: list = field(default_factory=list)
-    #: training loss of the weights the fit started from (NaN until a fit ran)
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    valid_loss: list[float] = field(default_factory=list)
+    valid_acc: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    #: training loss of the weights the fit started from (NaN until a fit checked it, or when it
+    #: was not finite)
     initial_loss: float = math.nan
 
     @property
-    def epochs(self):
+    def epochs(self) -> int:
+        """Epochs recorded (those with a training loss)."""
         return len(self.train_loss)
 
     @property
-    def first_epoch_seconds(self):
+    def first_epoch_seconds(self) -> float:
         """Time of the first epoch, compile / cache-load / warm-up included."""
         return self.seconds[0] if self.seconds else float("nan")
 
     @property
-    def steady_seconds(self):
+    def steady_seconds(self) -> float:
         """Median seconds of the epochs after the first (the steady state)."""
         later = self.seconds[1:]
         return statistics.median(later) if later else float("nan")
 
-    def truncate(self, epochs):
+    def truncate(self, epochs: int) -> None:
         """Keep the records of the first ``epochs`` epochs only."""
         for values in (self.train_loss, self.train_acc, self.valid_loss, self.valid_acc, self.seconds):
             del values[epochs:]
 
     @property
-    def loss_fell(self):
+    def loss_fell(self) -> bool:
         """Whether the final training loss is below the initial one."""
         return bool(self.train_loss) and self.train_loss[-1] < self.initial_loss
 
-    def failure(self, chance_accuracy):
+    def failure(self, chance_accuracy: float) -> str | None:
         """Why the run failed to learn, or None: its final training loss is not below the initial
         one, or its final training accuracy is not clearly above ``chance_accuracy`` (the share of
         the most common class)."""
@@ -98,7 +101,7 @@ class History:
             )
         return None
 
-    def to_csv(self):
+    def to_csv(self) -> str:
         """CSV text, one row per epoch: epoch, train_loss, train_acc, valid_loss, valid_acc, seconds."""
         columns = (self.train_loss, self.train_acc, self.valid_loss, self.valid_acc, self.seconds)
         lines = ["epoch,train_loss,train_acc,valid_loss,valid_acc,seconds"]
@@ -109,42 +112,77 @@ class History:
 
 
 class TrainingState:
-    """Parameters and velocities on the backend, and the compiled steps that update them."""
+    """What a fit changes on the device: the parameters, their velocities, and the
+    :class:`Snapshots` of them that the divergence check restores."""
 
     def __init__(self, backend, params, velocities):
         self.backend = backend
         self.params = params  # {name: backend array}
         self.velocities = velocities  # {name: backend array}
-        self._steps = {}
+        self.snapshots = Snapshots(backend, params, velocities)
 
-    def compiled(self, step, *, donate=(), **static):
-        """``step`` with the backend and ``static`` bound, through the backend's ``compile_step``
-        seam (one compilation per step and settings, kept for the life of this state).
-        ``donate``: the arguments the step replaces (see :data:`UPDATED`)."""
-        key = (step, tuple(donate), tuple(sorted(static.items())))
-        if key not in self._steps:
-            self._steps[key] = self.backend.compile_step(
-                functools.partial(step, self.backend, **static), donate=tuple(donate)
-            )
-        return self._steps[key]
+    def restore(self):
+        """Back to the last accepted weights (see :meth:`Snapshots.restore`)."""
+        self.params, self.velocities = self.snapshots.restore(self.params, self.velocities)
 
-    def snapshot(self, into=None):
-        """Copies of parameters and velocities (into ``into``'s buffers where the backend can)."""
-        return _copy_weights(self.backend, self.params, self.velocities, into)
 
-    def empty_snapshot(self):
-        """Buffers shaped like a snapshot, for :func:`snapshot_epoch_step` to copy into."""
-        full = self.backend.full
-        return (
-            {k: full(v.shape, 0, v.dtype) for k, v in self.params.items()},
-            {k: full(v.shape, 0, v.dtype) for k, v in self.velocities.items()},
-        )
+class Snapshots:
+    """Copies of the weights (parameters and velocities) for the divergence check, in two slots.
 
-    def restore(self, snapshot):
-        params, velocities = snapshot
-        for name in model.PARAM_NAMES:
-            self.params[name] = self.backend.copy(params[name], self.params[name])
-            self.velocities[name] = self.backend.copy(velocities[name], self.velocities[name])
+    Each check is of the weights last copied into :attr:`pending`, the slot that does not hold the
+    last accepted weights: :meth:`accept` makes it the accepted slot, :meth:`restore` copies the
+    accepted weights back (the pending ones while none was accepted: the initial weights). The
+    slots therefore alternate from epoch to epoch, and a step that copies into :attr:`pending`
+    sees the same buffers every other epoch, which a backend that replays steps relies on.
+    """
+
+    def __init__(self, backend, params, velocities):
+        self.backend = backend
+        self._slots = [(_zeros_like(backend, params), _zeros_like(backend, velocities)) for _ in range(2)]
+        self._accepted = None  # index of the slot holding the last accepted weights
+
+    @property
+    def _pending(self):
+        return 1 if self._accepted == 0 else 0
+
+    @property
+    def pending(self):
+        """The slot the next copy goes into: (params, velocities) dicts of backend arrays."""
+        return self._slots[self._pending]
+
+    def store(self, copies):
+        """Keep ``copies`` (params, velocities), made into :attr:`pending`'s buffers by a step, as
+        that slot (a backend that cannot write in place returns new arrays)."""
+        self._slots[self._pending] = copies
+
+    def take(self, params, velocities):
+        """Copy the weights into :attr:`pending`."""
+        self.store(copy_weights(self.backend, params, velocities, self.pending))
+
+    def accept(self):
+        """The weights in :attr:`pending` passed the check: they become the ones :meth:`restore` restores."""
+        self._accepted = self._pending
+
+    def restore(self, params, velocities):
+        """The last accepted weights, copied into the buffers of ``params`` and ``velocities``
+        where the backend can; returns the new (params, velocities)."""
+        accepted_params, accepted_velocities = self._slots[
+            self._accepted if self._accepted is not None else self._pending
+        ]
+        return copy_weights(self.backend, accepted_params, accepted_velocities, into=(params, velocities))
+
+
+def _zeros_like(backend, arrays):
+    return {name: backend.full(a.shape, 0, a.dtype) for name, a in arrays.items()}
+
+
+def copy_weights(backend, params, velocities, into):
+    """(copies of params, copies of velocities), written into the buffers of ``into`` (params,
+    velocities) where the backend can."""
+    return (
+        {name: backend.copy(p, into[0][name]) for name, p in params.items()},
+        {name: backend.copy(v, into[1][name]) for name, v in velocities.items()},
+    )
 
 
 # ------------------------------------------------------------------ steps
@@ -159,50 +197,35 @@ def gradient_step(backend, params, velocities, X, labels, lr, momentum, *, works
     Returns (params, velocities, loss, accuracy): the new parameters and velocities (updated in
     place where the backend can) and the loss and accuracy of the weights *before* the update,
     as 0-d device arrays."""
-    loss, acc, grads = model.loss_and_grads(backend, params, X, labels, workspace=workspace)
-    params, velocities = optim.update(backend, params, velocities, grads, lr, momentum)
+    loss, acc, grads = network.loss_and_grads(backend, params, X, labels, workspace=workspace)
+    params, velocities = network.update(backend, params, velocities, grads, lr, momentum)
     return params, velocities, loss, acc
 
 
-def epoch_step(backend, params, velocities, X, labels, X_valid, labels_valid, lr, momentum):
-    """One full-batch epoch on the device, with no host synchronisation inside.
+def epoch_step(backend, snapshot, params, velocities, X, labels, X_valid, labels_valid, lr, momentum):
+    """One full-batch epoch on the device, with no host synchronisation inside: the weights copied
+    into ``snapshot``'s buffers (for the divergence check), then :func:`gradient_step` on the whole
+    training set and the validation metrics of the updated weights.
 
-    Returns (params, velocities, metrics): ``metrics`` is one device vector holding the training
-    loss and accuracy of the weights before the update and, with a validation set, the
+    Returns (snapshot, params, velocities, metrics): ``metrics`` is one device vector holding the
+    training loss and accuracy of the weights before the update and, with a validation set, the
     validation loss and accuracy after it."""
+    snapshot = copy_weights(backend, params, velocities, into=snapshot)
     params, velocities, loss, acc = gradient_step(
         backend, params, velocities, X, labels, lr, momentum, workspace="train_hidden"
     )
     metrics = [loss, acc]
     if X_valid is not None:
-        metrics += model.evaluate(backend, params, X_valid, labels_valid, workspace="valid_hidden")
-    return params, velocities, _stack(backend, metrics)
-
-
-def snapshot_epoch_step(backend, snapshot, params, velocities, X, labels, X_valid, labels_valid, lr, momentum):
-    """The weights before the update copied into ``snapshot``'s buffers (for the divergence
-    check), then :func:`epoch_step`: the whole device work of a full-batch epoch in one step.
-
-    Returns (snapshot, params, velocities, metrics)."""
-    snapshot = _copy_weights(backend, params, velocities, snapshot)
-    return (snapshot, *epoch_step(backend, params, velocities, X, labels, X_valid, labels_valid, lr, momentum))
-
-
-def _copy_weights(backend, params, velocities, into=None):
-    """(copies of params, copies of velocities), written into ``into``'s buffers where the backend can."""
-    into = into or ({}, {})
-    return (
-        {k: backend.copy(v, into[0].get(k)) for k, v in params.items()},
-        {k: backend.copy(v, into[1].get(k)) for k, v in velocities.items()},
-    )
+        metrics += network.loss_and_accuracy(backend, params, X_valid, labels_valid, workspace="valid_hidden")
+    return snapshot, params, velocities, _stack(backend, metrics)
 
 
 def metrics_step(backend, params, X, labels, X_valid, labels_valid):
     """The loss and accuracy of ``params`` on (X, labels) and, if given, on the validation set,
     as one device vector."""
-    metrics = list(model.evaluate(backend, params, X, labels, workspace="train_hidden"))
+    metrics = list(network.loss_and_accuracy(backend, params, X, labels, workspace="train_hidden"))
     if X_valid is not None:
-        metrics += model.evaluate(backend, params, X_valid, labels_valid, workspace="valid_hidden")
+        metrics += network.loss_and_accuracy(backend, params, X_valid, labels_valid, workspace="valid_hidden")
     return _stack(backend, metrics)
 
 
@@ -218,26 +241,24 @@ def _to_host(backend, vector):
     return [float(v) for v in backend.to_numpy(vector)]
 
 
-def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, momentum, snapshot_into=None):
+def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, momentum):
     """One epoch of the seed's loop on the whole training set, as the training loop runs it.
 
-    Returns (snapshot of the weights before the update, host metrics): the training loss and
-    accuracy of the weights *before* the update (this epoch's forward pass) and, with a
-    validation set, its loss and accuracy *after* the update, in one device-to-host copy.
-    The snapshot is copied inside the step, into ``snapshot_into`` (the loop alternates two
-    snapshots, so a backend that replays the step sees the same buffers every other epoch).
-    """
-    into = snapshot_into if snapshot_into is not None else state.empty_snapshot()
-    step = state.compiled(snapshot_epoch_step, donate=UPDATED)
-    before, state.params, state.velocities, metrics = step(
-        into, state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum
+    Returns the host metrics: the training loss and accuracy of the weights *before* the update
+    (this epoch's forward pass; the step copies those weights into ``state.snapshots.pending``)
+    and, with a validation set, the loss and accuracy *after* the update, in one device-to-host
+    copy."""
+    step = state.backend.compiled(epoch_step, donate=UPDATED)
+    snapshot, state.params, state.velocities, metrics = step(
+        state.snapshots.pending, state.params, state.velocities, X, labels, X_valid, labels_valid, lr, momentum
     )
-    return before, _to_host(state.backend, metrics)
+    state.snapshots.store(snapshot)
+    return _to_host(state.backend, metrics)
 
 
 def _metrics(state, X, labels, X_valid=None, labels_valid=None):
     """Host [loss, accuracy (, validation loss, accuracy)] of the current weights."""
-    step = state.compiled(metrics_step)
+    step = state.backend.compiled(metrics_step)
     return _to_host(state.backend, step(state.params, X, labels, X_valid, labels_valid))
 
 
@@ -248,7 +269,11 @@ class _Progress:
     def __init__(self, enabled, epochs, backend_name):
         self.bar = None
         if enabled:
-            from tqdm.auto import tqdm
+            with warnings.catch_warnings():  # it warns when it picks the notebook bar, which is what we want
+                warnings.simplefilter("ignore")
+                # a notebook's widget bar in Jupyter, else the terminal's; lighter than tqdm.auto,
+                # which also loads asyncio (5 MiB more resident memory for every command-line run)
+                from tqdm.autonotebook import tqdm
 
             self.bar = tqdm(total=epochs, desc=f"training ({backend_name})", unit="epoch", leave=True)
 
@@ -283,12 +308,11 @@ class _DivergenceGuard:
 
     def __init__(self, n_classes, lr):
         self.n_classes, self.lr = n_classes, lr
-        self.limit = self.initial_loss = None
+        self.limit = None
         self.last_accepted = None  # (epoch, loss); epoch 0 = the initial weights
 
     def accepts(self, epoch, loss):
         if self.limit is None and math.isfinite(loss):
-            self.initial_loss = loss
             self.limit = self.FACTOR * max(loss, math.log(self.n_classes))
         if math.isfinite(loss) and loss <= self.limit:
             self.last_accepted = (epoch, loss)
@@ -323,10 +347,11 @@ class _DivergenceGuard:
 
 
 class _Recorder:
-    """The step both loops share: check a training loss, then record the metrics.
+    """The check both loops share, then the record of the metrics.
 
-    A loss the guard rejects restores the last accepted weights, trims the history to them and
-    raises the guard's :class:`DivergenceError`.
+    Every training loss checked is that of the weights last copied into ``state.snapshots``: a loss
+    the guard accepts accepts that copy; one it rejects restores the last accepted weights, trims
+    the history to them and raises the guard's :class:`DivergenceError`.
     """
 
     def __init__(self, state, lr, progress, epochs):
@@ -335,13 +360,16 @@ class _Recorder:
         self.guard = _DivergenceGuard(state.params["W2"].shape[1], lr)
         self.bar = _Progress(progress, epochs, state.backend.name)
 
-    def train_metrics(self, epoch, loss_acc, restore_to):
+    def train_metrics(self, epoch, loss_acc):
         """Training (loss, accuracy) of the weights after ``epoch`` (0: the initial weights)."""
         loss, acc = loss_acc
+        if epoch == 0 and math.isfinite(loss):
+            self.history.initial_loss = loss
         if not self.guard.accepts(epoch, loss):
-            self.state.restore(restore_to)
+            self.state.restore()
             self.history.truncate(max(epoch - 1, 0))
             raise self.guard.error(epoch, loss, self.history)
+        self.state.snapshots.accept()
         if epoch >= 1:
             self.history.train_loss.append(loss)
             self.history.train_acc.append(acc)
@@ -354,87 +382,77 @@ class _Recorder:
             self.history.valid_acc.append(loss_acc[1])
         self.history.seconds.append(seconds)
 
+    def final_train_metrics(self, epochs, loss_acc):
+        """Training (loss, accuracy) of the final weights, which no step copied: copied here first."""
+        self.state.snapshots.take(self.state.params, self.state.velocities)
+        self.train_metrics(epochs, loss_acc)
+
 
 # -------------------------------------------------------------- the loops
 def _full_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, momentum):
     """The seed's loop: each epoch's forward pass also yields the previous weights' metrics."""
     state = record.state
-    accepted = spare = None  # the last accepted weights; a snapshot whose buffers can be reused
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        pending, host = full_batch_epoch(
-            state, X, labels, X_valid, labels_valid, lr=lr, momentum=momentum, snapshot_into=spare
-        )
-        # host[:2] are the metrics of the weights before this update, i.e. after epoch - 1
-        record.train_metrics(epoch - 1, host[:2], restore_to=accepted or pending)
-        spare, accepted = accepted, pending
+        host = full_batch_epoch(state, X, labels, X_valid, labels_valid, lr=lr, momentum=momentum)
+        record.train_metrics(epoch - 1, host[:2])  # the weights before this update: after epoch - 1
         record.valid_metrics(host[2:], time.perf_counter() - start)
     start = time.perf_counter()  # the final weights' training metrics: one extra forward pass
     host = _metrics(state, X, labels)
     record.history.seconds[-1] += time.perf_counter() - start
-    record.train_metrics(epochs, host, restore_to=accepted)
+    record.final_train_metrics(epochs, host)
 
 
 def _mini_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, momentum, batch_size, rng):
-    """Shuffled mini-batches, the order drawn on the host; metrics after each epoch."""
+    """Shuffled mini-batches, the order drawn on the host; metrics after each epoch, checked
+    (like the full-batch loop's) when the next epoch starts from those weights."""
     state, backend = record.state, record.state.backend
     N = X.shape[0]
-    accepted = state.snapshot()
-    record.train_metrics(0, _metrics(state, X, labels), restore_to=accepted)
-    step = state.compiled(gradient_step, donate=UPDATED, workspace="batch_hidden")
+    step = backend.compiled(gradient_step, donate=UPDATED, workspace="batch_hidden")
+    host = _metrics(state, X, labels)  # the initial weights
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        accepted = state.snapshot(into=accepted)
+        state.snapshots.take(state.params, state.velocities)
+        record.train_metrics(epoch - 1, host[:2])
         for batch in np.array_split(rng.permutation(N), math.ceil(N / batch_size)):
             rows = backend.asarray(batch)
             Xb, lb = backend.take_rows(X, rows), backend.take_rows(labels, rows)
             state.params, state.velocities, _, _ = step(state.params, state.velocities, Xb, lb, lr, momentum)
         host = _metrics(state, X, labels, X_valid, labels_valid)
-        record.train_metrics(epoch, host[:2], restore_to=accepted)
         record.valid_metrics(host[2:], time.perf_counter() - start)
+    record.final_train_metrics(epochs, host[:2])
 
 
 def run_epochs(
-    state,
+    state: TrainingState,
     X,
     labels,
     X_valid=None,
     labels_valid=None,
     *,
-    epochs,
-    lr,
-    momentum,
-    batch_size=None,
-    rng=None,
-    progress=False,
-):
+    epochs: int,
+    lr: float,
+    momentum: float,
+    batch_size: int | None = None,
+    rng: np.random.Generator | None = None,
+    progress: bool = False,
+) -> History:
     """Train ``state`` in place for ``epochs`` epochs; returns the :class:`History`.
 
     X (N, D) and labels (N,) are backend arrays already on the device. ``batch_size=None`` is
     full-batch gradient descent (the seed); an int gives mini-batches in an order drawn on the
     host from ``rng`` (a ``numpy.random.Generator``). When the training loss diverges (see
     :class:`_DivergenceGuard`) the state is reset to the last accepted weights and
-    :class:`DivergenceError` is raised.
+    :class:`DivergenceError` is raised, its ``history`` holding the accepted epochs.
     """
     record = _Recorder(state, lr, progress, epochs)
+    data = (X, labels, X_valid, labels_valid)
     try:
         if batch_size is None or batch_size >= X.shape[0]:
-            _full_batch_loop(record, X, labels, X_valid, labels_valid, epochs=epochs, lr=lr, momentum=momentum)
+            _full_batch_loop(record, *data, epochs=epochs, lr=lr, momentum=momentum)
         else:
-            _mini_batch_loop(
-                record,
-                X,
-                labels,
-                X_valid,
-                labels_valid,
-                epochs=epochs,
-                lr=lr,
-                momentum=momentum,
-                batch_size=batch_size,
-                rng=rng,
-            )
+            _mini_batch_loop(record, *data, epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, rng=rng)
     finally:
         record.bar.close()
         state.backend.release()
-    record.history.initial_loss = record.guard.initial_loss if record.guard.initial_loss is not None else math.nan
     return record.history

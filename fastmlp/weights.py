@@ -28,7 +28,7 @@ from .arguments import DTYPES, PRECISIONS, array_problems, classes_problem, layo
 from .errors import InvalidInputError
 from .files import PathArg, atomic_write, npy_member, require_file
 from .memory import ensure_fits, host_memory_errors
-from .model import PARAM_NAMES
+from .network import PARAM_NAMES
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_weights", "load_weights"]
 

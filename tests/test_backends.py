@@ -20,6 +20,7 @@ from fastmlp.backends import (
     backend_status,
     get_backend,
     resolve_name,
+    split_name,
 )
 from fastmlp.errors import BackendError, InvalidInputError
 
@@ -292,19 +293,27 @@ def test_the_backends_that_offer_each_setting():
 
 
 def test_a_cpu_backend_runs_each_step_as_a_plain_call(backend_name):
-    def step(x):
-        return x
+    """numpy, numba and torch run a compiled step as the plain Python call it is, every time and
+    whatever ``cuda_graphs`` says; jax traces it once and then runs the compiled computation."""
+    if split_name(backend_name)[0] == "cupy":
+        pytest.skip("cupy replays compiled steps as CUDA graphs: tests/test_gpu.py")
+    calls = []
 
-    backend = get_backend(backend_name)
-    if type(backend).compile_step is not Backend.compile_step:
-        pytest.skip(
-            f"the {backend_name} backend compiles its steps (CUDA graphs: tests/test_gpu.py; "
-            "jax.jit: tests/test_library_backends.py)"
-        )
-    assert backend.compile_step(step) is step
+    def step(backend, x):
+        calls.append(x.shape)
+        return x + 1
+
+    traced = split_name(backend_name)[0] == "jax"
     for setting in (None, False):
-        net = fastmlp.MLP(784, 8, 10, backend=backend_name, cuda_graphs=setting)
-        assert net._backend.compile_step(step) is step
+        calls.clear()
+        backend = fastmlp.MLP(784, 8, 10, backend=backend_name, cuda_graphs=setting)._backend
+        compiled = backend.compiled(step)
+        x = backend.asarray(np.zeros(3, np.float32))
+        for _ in range(3):
+            x = compiled(x)
+        assert backend.to_numpy(x).tolist() == [3.0, 3.0, 3.0]
+        assert len(calls) == (1 if traced else 3), setting
+        assert (backend.compile_step(step) is step) is not traced
 
 
 @pytest.mark.parametrize(

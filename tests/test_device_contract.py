@@ -15,7 +15,7 @@ import pytest
 from array_api_strict._array_object import Array
 
 import fastmlp
-from fastmlp import evaluation, model
+from fastmlp import evaluation, network
 from fastmlp.backends import Backend
 from fastmlp.errors import DivergenceError
 
@@ -107,7 +107,7 @@ def test_ten_epochs_on_the_device_match_numpy(notmnist64, dtype):
     device_history = on_device.fit(X, y, Xv, yv, epochs=10)
     host_history = on_host.fit(X, y, Xv, yv, epochs=10)
     rtol, atol = TOLERANCE[dtype]
-    for name in model.PARAM_NAMES:
+    for name in network.PARAM_NAMES:
         np.testing.assert_allclose(on_device.params[name], on_host.params[name], rtol=rtol, atol=atol, err_msg=name)
     for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
         np.testing.assert_allclose(
@@ -192,7 +192,7 @@ def test_full_batch_epochs_repeat_the_step_arguments_every_other_epoch(notmnist)
     net = fastmlp.MLP(784, 32, 10, backend="numpy", seed=0)
     recorder = RecordingBackend(net._backend)
     net.fit(X[:600], y[:600], Xv[:200], yv[:200], epochs=6)
-    epochs = recorder.calls["snapshot_epoch_step"]
+    epochs = recorder.calls["epoch_step"]
     assert len(epochs) == 6
     assert len(set(epochs[1:])) == 2  # from epoch 2 on: two signatures, alternating
     assert [epochs[e] == epochs[e - 2] for e in range(3, 6)] == [True] * 3
@@ -209,16 +209,17 @@ def test_the_epoch_step_with_its_snapshot_converts_nothing_on_the_host(notmnist,
         *(
             {k: device.asarray(v) for k, v in p.items()}
             for p in (
-                model.init_params(784, 16, 10),
-                {k: np.full(v.shape, 1e-5, np.float32) for k, v in model.init_params(784, 16, 10).items()},
+                network.init_params(784, 16, 10),
+                {k: np.full(v.shape, 1e-5, np.float32) for k, v in network.init_params(784, 16, 10).items()},
             )
         ),
     )
     data = [device.asarray(a) for a in (X[:300], y[:300], Xv[:100], yv[:100])]
     device.uploads = device.downloads = 0
-    before, host = train.full_batch_epoch(state, *data, lr=0.1, momentum=0.9)
+    host = train.full_batch_epoch(state, *data, lr=0.1, momentum=0.9)
     assert (device.uploads, device.downloads) == (0, 1)
-    assert len(host) == 4 and on_the_device(before[0].values()) and on_the_device(before[1].values())
+    params, velocities = state.snapshots.pending  # the copy the step made (not yet accepted)
+    assert len(host) == 4 and on_the_device(params.values()) and on_the_device(velocities.values())
 
 
 def test_the_evaluation_report_copies_the_data_to_the_device_once_and_back_once(notmnist, no_host_conversion):

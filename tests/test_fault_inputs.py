@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import datasets, model
+from fastmlp import datasets, network
 from fastmlp.errors import FastMLPError, HostMemoryError, InvalidInputError, InvalidTypeError, StorageError
 
 from .helpers import write_idx
@@ -212,7 +212,7 @@ def _weights_file(path, shapes, arrays):
 
 
 def test_a_weights_file_declaring_a_huge_w1_is_a_host_memory_error(tmp_path):
-    params = model.init_params(784, 4, 10, seed=0, dtype="float32")
+    params = network.init_params(784, 4, 10, seed=0, dtype="float32")
     shapes = {"W1": [784, 10**9], "b1": [10**9], "W2": [10**9, 10], "b2": [10]}
     path = _weights_file(tmp_path / "w.npz", shapes, params)
     with pytest.raises(HostMemoryError, match=r"loading .*w.npz needs .* TiB"):
@@ -237,12 +237,12 @@ def test_a_truncated_array_in_a_weights_file_is_called_truncated(tmp_path):
 # ------------------------------------------------------------------ settings
 def test_dtype_none_means_the_default_everywhere():
     assert fastmlp.MLP(784, 4, 10, dtype=None).dtype == "float32"
-    params64 = model.init_params(784, 4, 10, seed=0, dtype="float64")
+    params64 = network.init_params(784, 4, 10, seed=0, dtype="float64")
     assert fastmlp.MLP.from_params(params64, dtype=None).dtype == "float64"  # the parameters' own
 
 
 def test_from_params_with_one_class_is_refused_like_the_constructor():
-    params = model.init_params(784, 4, 1, seed=0, dtype="float32")
+    params = network.init_params(784, 4, 1, seed=0, dtype="float32")
     with pytest.raises(InvalidInputError, match=r"n_out must be at least 2 classes, got 1 \(the columns of W2\)"):
         fastmlp.MLP.from_params(params)
     with pytest.raises(InvalidInputError, match="n_out must be at least 2"):

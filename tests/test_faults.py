@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp import model
+from fastmlp import network
 from fastmlp.backends import get_backend
 from fastmlp.errors import DivergenceError, FastMLPError, InvalidInputError, InvalidTypeError
 
@@ -165,7 +165,7 @@ def test_row10_read_only_inputs_are_accepted_and_never_modified(net):
 
 
 def test_row10_from_params_does_not_alias_the_callers_arrays(backend_name):
-    params = model.init_params(784, 8, 10, seed=0, dtype="float32")
+    params = network.init_params(784, 8, 10, seed=0, dtype="float32")
     copies = {k: v.copy() for k, v in params.items()}
     for v in params.values():
         v.setflags(write=False)
@@ -212,13 +212,14 @@ def test_row11_bad_model_settings(kwargs, pattern):
 def test_row12_huge_weights_give_finite_loss_and_gradients_without_warnings(notmnist, backend_name, dtype):
     X, y = notmnist.train[0][:500].astype(dtype), notmnist.train[1][:500]
     params = {
-        k: v * (1e3 if k.startswith("W") else 1) for k, v in model.init_params(784, 64, 10, seed=0, dtype=dtype).items()
+        k: v * (1e3 if k.startswith("W") else 1)
+        for k, v in network.init_params(784, 64, 10, seed=0, dtype=dtype).items()
     }
     backend = get_backend(backend_name)
     device = {k: backend.asarray(v) for k, v in params.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        loss, _, grads = model.loss_and_grads(backend, device, backend.asarray(X), backend.asarray(y))
+        loss, _, grads = network.loss_and_grads(backend, device, backend.asarray(X), backend.asarray(y))
     assert math.isfinite(float(to_host(loss))) and float(to_host(loss)) > 100
     assert all(np.isfinite(to_host(g)).all() for g in grads.values())
 
@@ -241,7 +242,7 @@ def test_row12_logits_of_1e4_in_float32_through_a_model(backend_name):
 
 
 def test_row13_non_finite_initial_loss(backend_name):
-    params = model.init_params(784, 8, 10, seed=0, dtype="float32")
+    params = network.init_params(784, 8, 10, seed=0, dtype="float32")
     params["W2"][:] = 3e38
     params["b1"][:] = 1e38
     net = fastmlp.MLP.from_params(params, backend=backend_name)
@@ -263,7 +264,7 @@ def test_row13_mini_batch_divergence(notmnist, backend_name):
 
 
 def test_from_params_lists_every_problem():
-    params = model.init_params(784, 8, 10, seed=0, dtype="float32")
+    params = network.init_params(784, 8, 10, seed=0, dtype="float32")
     params["b1"] = np.zeros(9, np.float32)
     params["b2"] = np.array([np.nan] * 10, np.float32)
     with pytest.raises(InvalidInputError) as error:

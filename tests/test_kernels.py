@@ -1,23 +1,37 @@
-"""Each fused step of a fast backend against the generic version written with xp.
+"""Each step a backend replaces against the generic version (fastmlp.network's equations, xp).
 
 The generic :class:`~fastmlp.backends.base.Backend` runs with the fast backend's own namespace, so
-the two differ only in the step under test. Edge cases: rows of equal logits, logits of ±1e4 in
+the two differ only in the step under test. Every step a backend replaces has its test here
+(:data:`PARITY`, checked by the last test). Edge cases: rows of equal logits, logits of ±1e4 in
 float32, ties in argmax, NaN.
 """
+
+import inspect
 
 import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp.backends import KERNEL_BACKENDS, get_backend, split_name
-from fastmlp.backends.base import Backend
+from fastmlp.backends import BACKEND_NAMES, KERNEL_BACKENDS, _load_class, get_backend, split_name
+from fastmlp.backends.base import STEPS, Backend
 
-from .helpers import TOLERANCE, to_host
+from .helpers import TOLERANCE, backend_params, require_usable, to_host
 
 
-@pytest.fixture
-def pair(fast_backend_name):
-    fast = get_backend(fast_backend_name)
+def replaced_steps(cls):
+    """The steps of an epoch that a backend class replaces with its own version."""
+    return [step for step in STEPS if getattr(cls, step) is not getattr(Backend, step)]
+
+
+#: the backends that replace at least one step (jax runs the generic ones)
+REPLACING = [name for name in BACKEND_NAMES if replaced_steps(_load_class(name))]
+
+
+@pytest.fixture(params=backend_params(REPLACING))
+def pair(request):
+    """(a backend that replaces steps, the generic backend on its namespace)"""
+    require_usable(request.param)
+    fast = get_backend(request.param)
     return fast, Backend(fast.xp)
 
 
@@ -131,6 +145,32 @@ def test_hidden_layer_and_its_backward(pair, dtype, shape):
         np.testing.assert_allclose(to_host(a), to_host(b), rtol=rtol, atol=atol * 10, err_msg=name)
 
 
+@pytest.mark.parametrize("workspace", [None, "train_hidden"])
+def test_matmul(pair, dtype, workspace):
+    fast, generic = pair
+    rng = np.random.default_rng(4)
+    A, B = rng.normal(0, 1, (301, 47)).astype(dtype), rng.normal(0, 1, (47, 29)).astype(dtype)
+    expected = generic.matmul(generic.asarray(A), generic.asarray(B))
+    close(fast.matmul(fast.asarray(A), fast.asarray(B), workspace=workspace), expected, dtype)
+
+
+def test_affine(pair, dtype):
+    fast, generic = pair
+    rng = np.random.default_rng(5)
+    A, W, b = (rng.normal(0, 1, shape).astype(dtype) for shape in ((301, 47), (47, 10), (10,)))
+    expected = generic.affine(generic.asarray(A), generic.asarray(W), generic.asarray(b))
+    close(fast.affine(fast.asarray(A), fast.asarray(W), fast.asarray(b)), expected, dtype)
+
+
+def test_relu_backward(pair, dtype):
+    fast, generic = pair
+    rng = np.random.default_rng(6)
+    A1 = np.maximum(rng.normal(0, 1, (301, 47)), 0).astype(dtype)  # exact zeros where S1 <= 0
+    dA1 = rng.normal(0, 1, (301, 47)).astype(dtype)
+    expected = generic.relu_backward(generic.asarray(A1), generic.asarray(dA1))
+    close(fast.relu_backward(fast.asarray(A1), fast.asarray(dA1)), expected, dtype)
+
+
 def test_momentum_update(pair, dtype):
     fast, generic = pair
     rng = np.random.default_rng(3)
@@ -160,3 +200,26 @@ def test_ten_epochs_match_numpy(fast_backend_name, dtype, notmnist):
     atol = 1e-9 if dtype == "float64" else 1e-6
     for key in ("train_loss", "train_acc", "valid_loss", "valid_acc"):
         np.testing.assert_allclose(getattr(h_fast, key), getattr(h_ref, key), rtol=rtol, atol=atol, err_msg=key)
+
+
+#: the test above that compares each step with the generic version, on every backend that replaces a step
+PARITY = {
+    "matmul": test_matmul,
+    "bias_relu": test_bias_relu,
+    "hidden_layer": test_hidden_layer_and_its_backward,
+    "affine": test_affine,
+    "softmax_xent_grad": test_softmax_xent_grad,
+    "logits_loss_acc": test_logits_loss_acc,
+    "hidden_backward": test_hidden_backward,
+    "relu_backward": test_relu_backward,
+    "momentum_update": test_momentum_update,
+}
+
+
+@pytest.mark.parametrize("name", BACKEND_NAMES)
+def test_every_step_a_backend_replaces_has_its_parity_test(name):
+    """Checked on the class, so it holds for cupy on a machine without a GPU too."""
+    cls = _load_class(name)
+    for step in replaced_steps(cls):
+        assert step in PARITY, f"{cls.__name__}.{step} replaces a step that no test compares with the generic one"
+        assert "pair" in inspect.signature(PARITY[step]).parameters  # so it runs on every backend in REPLACING

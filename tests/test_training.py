@@ -88,6 +88,16 @@ def test_divergence_names_epoch_lr_and_last_accepted_loss_and_keeps_finite_weigh
     assert len(error.history.train_loss) == error.epoch - 1
 
 
+@pytest.mark.parametrize("batch_size", [None, 200], ids=["full-batch", "mini-batch"])
+def test_a_divergence_error_keeps_the_initial_loss_in_its_history(notmnist, backend_name, batch_size):
+    X, y = notmnist.train[0][:1000], notmnist.train[1][:1000]
+    net = fastmlp.MLP(784, 100, 10, backend=backend_name, seed=0)
+    initial_loss, _ = net.evaluate(X, y)
+    with pytest.raises(DivergenceError) as raised:
+        net.fit(X, y, epochs=20, lr=1e4, batch_size=batch_size)
+    assert raised.value.history.initial_loss == pytest.approx(initial_loss, rel=1e-5)
+
+
 def test_no_n_by_h_array_is_allocated_per_epoch_after_the_first(backend_name):
     import tracemalloc
 

@@ -1,5 +1,8 @@
 """Numba kernels of the ``numba`` backend. Imported only by that backend.
 
+Each kernel computes lines of :mod:`fastmlp.network` (its docstring names them) in one pass over
+its arrays; ``tests/test_kernels.py`` compares each with the generic step.
+
 Every kernel is compiled with ``cache=True`` (a second process loads the machine code instead of
 compiling it) and without ``fastmath``: NaN and infinity keep their IEEE meaning, so a diverging
 run is seen exactly as on NumPy. Row-parallel kernels split the rows into ``CHUNKS`` fixed
@@ -20,7 +23,7 @@ CHUNKS = 16
 
 @njit(parallel=True, cache=True)
 def bias_relu(S, b):
-    """S <- relu(S + b), in place, one pass.  S (N, H), b (H,)"""
+    """network.hidden_layer after the product: S <- relu(S + b), in place, one pass.  S (N, H), b (H,)"""
     N, H = S.shape
     for n in prange(N):
         row = S[n]
@@ -47,8 +50,8 @@ def _row_log_partition(s):
 
 @njit(cache=True)
 def softmax_xent(S, labels, d2, with_grad):
-    """One pass over the logits: (average loss, accuracy), and with ``with_grad`` also
-    d2 = (softmax(S) - Y) / N written into d2; no probabilities are kept.
+    """One pass over the logits: (average loss L, accuracy), and with ``with_grad`` also the first
+    line of network.backward, d2 = (softmax(S) - Y) / N, written into d2; no probabilities are kept.
 
     S (N, K) logits, labels (N,) integers, d2 (N, K) output (ignored without ``with_grad``).
     Sums in float64."""
@@ -90,7 +93,7 @@ def _backward_row(a, g, W2T, dW2T, db1, dA):
 
 @njit(parallel=True, cache=True)
 def hidden_backward(A1, d2, W2T, dW2T_parts, db1_parts):
-    """The backward pass's one read of A1, over fixed row chunks.
+    """network.hidden_backward with one read of A1, over fixed row chunks.
 
     For every row n:  dW2ᵀ += d2[n] ⊗ A1[n];  d1[n] = (d2[n] W2ᵀ) ⊙ [A1[n] > 0], written over A1[n];
     db1 += d1[n]. Each chunk c keeps its own partial sums in dW2T_parts[c] (K, H) and
@@ -148,7 +151,8 @@ def sum_partials(dW2T_parts, db1_parts, dW2, db1):
 
 @njit(parallel=True, cache=True)
 def momentum_update(param, velocity, grad, lr, momentum):
-    """v <- momentum·v + lr·g; θ <- θ - v, in place, on flat views of one parameter."""
+    """network.momentum_step: v <- momentum·v + lr·g; θ <- θ - v, in place, on flat views of one
+    parameter."""
     for i in prange(param.shape[0]):
         v = momentum * velocity[i] + lr * grad[i]
         velocity[i] = v

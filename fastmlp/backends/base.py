@@ -1,10 +1,11 @@
 """The backend contract and its generic implementation, written with ``xp`` alone.
 
 A backend is a small object: a ``name``, the array namespace ``xp``, host<->device transfers,
-``synchronize`` and the *fused steps* of an epoch. The generic steps below compose the primitives
-of :mod:`fastmlp.ops`; a fast backend overrides a step with the same signature (a NumPy version
-working in place, a Numba kernel, a CuPy kernel) and a parity test compares each override with the
-generic version.
+``synchronize``, the ``compile_step`` seam and the *steps* of an epoch. The generic steps below are
+the equations of :mod:`fastmlp.network` and the primitives of :mod:`fastmlp.ops`; a fast backend
+overrides a step with the same signature (a NumPy version working in place, a Numba kernel, a CuPy
+kernel), says in its docstring which lines of :mod:`fastmlp.network` it replaces, and a parity test
+in ``tests/test_kernels.py`` compares it with the generic version.
 
 Contract of every step: it may overwrite the arrays it is documented to overwrite (marked
 "in place" below) and returns its results; callers always use the returned arrays.
@@ -13,15 +14,30 @@ Contract of every step: it may overwrite the arrays it is documented to overwrit
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import time
 
 import numpy as np
 
-from .. import ops, optim
+from .. import network, ops
 from ..errors import BackendError
 
-__all__ = ["Backend", "InPlaceBackend"]
+__all__ = ["Backend", "InPlaceBackend", "STEPS"]
+
+#: the steps of an epoch: what a backend may replace with a fused version (tests/test_kernels.py
+#: compares every replacement with the generic step)
+STEPS = (
+    "matmul",
+    "bias_relu",
+    "hidden_layer",
+    "affine",
+    "softmax_xent_grad",
+    "logits_loss_acc",
+    "hidden_backward",
+    "relu_backward",
+    "momentum_update",
+)
 
 
 def _dtype_key(dtype):
@@ -51,6 +67,7 @@ class Backend:
     def __init__(self, xp):
         self.xp = xp
         self._buffers = {}
+        self._compiled = {}
         self.precision = self.precisions[0]
         self.cuda_graphs = None
 
@@ -148,8 +165,10 @@ class Backend:
         return threadpool_limits(limits=n_threads)
 
     def release(self):
-        """Drop the reusable buffers (called when a fit ends)."""
+        """Drop the reusable buffers, and the compiled steps, which may refer to them (called
+        when a fit ends)."""
         self._buffers.clear()
+        self._compiled.clear()
 
     def out_of_memory(self, exc):
         """The error to raise when the backend's device ran out of memory during ``exc``
@@ -180,7 +199,15 @@ class Backend:
         only the step's results afterwards): a backend may reuse their memory for the results."""
         return step
 
-    # --------------------------------------------------------- fused steps
+    def compiled(self, step, *, donate=(), **static):
+        """``step(backend, ...)`` with this backend and ``static`` bound, through
+        :meth:`compile_step`: compiled once per step and settings, and kept until :meth:`release`."""
+        key = (step, tuple(donate), tuple(sorted(static.items())))
+        if key not in self._compiled:
+            self._compiled[key] = self.compile_step(functools.partial(step, self, **static), donate=tuple(donate))
+        return self._compiled[key]
+
+    # --------------------------------------------------------- steps
     def matmul(self, A, B, *, workspace=None):
         """A @ B. ``workspace`` names a reusable output buffer; backends that can write into
         one reuse it across calls, so the result is only valid until the next call with the
@@ -188,16 +215,16 @@ class Backend:
         return A @ B
 
     def bias_relu(self, S, b):
-        """relu(S + b), in place on S.  (N, H), (H,) -> (N, H)"""
+        """relu(S + b), the element-wise half of network.hidden_layer; in place on S where the
+        backend can.  (N, H), (H,) -> (N, H)"""
         return ops.relu(S + b)
 
     def hidden_layer(self, X, W1, b1, *, workspace=None):
-        """A1 = relu(X W1 + b1): the product, then :meth:`bias_relu` on it (a backend may fuse
-        both into one product).  (N, D), (D, H), (H,) -> (N, H)"""
-        return self.bias_relu(self.matmul(X, W1, workspace=workspace), b1)
+        """A1 = relu(X W1 + b1): :func:`fastmlp.network.hidden_layer`.  (N, D), (D, H), (H,) -> (N, H)"""
+        return network.hidden_layer(self, X, W1, b1, workspace=workspace)
 
     def affine(self, A, W, b):
-        """A @ W + b for the small output layer.  (N, H), (H, K), (K,) -> (N, K)"""
+        """S2 = A1 W2 + b2 for the small output layer.  (N, H), (H, K), (K,) -> (N, K)"""
         return ops.affine(A, W, b)
 
     def softmax_xent_grad(self, S, labels):
@@ -211,31 +238,29 @@ class Backend:
         return ops.logits_loss_acc(S, labels)
 
     def hidden_backward(self, A1, d2, W2):
-        """Everything the backward pass reads A1 for, in one step.
+        """dW2, db2, d1, db1: :func:`fastmlp.network.hidden_backward`, the lines of the backward
+        pass that read A1 (d1 may be written over A1)."""
+        return network.hidden_backward(self, A1, d2, W2)
 
-        A1 (N, H) = relu(S1), d2 (N, K), W2 (H, K) ->
-        (dW2 = A1ᵀ d2 (H, K), db2 = Σ_rows d2 (K,), d1 = (d2 W2ᵀ) ⊙ [S1 > 0] (N, H), db1 = Σ_rows d1 (H,)).
-        d1 may be written in place over A1.
-        """
-        xp = self.xp
-        dW2 = A1.T @ d2  # H×K
-        db2 = xp.sum(d2, axis=0)  # K
-        d1 = (d2 @ W2.T) * ops.relu_mask(A1)  # N×H; A1 > 0 exactly where S1 > 0
-        db1 = xp.sum(d1, axis=0)  # H
-        return dW2, db2, d1, db1
+    def relu_backward(self, A1, dA1):
+        """d1 = dA1 ⊙ [A1 > 0], the last factor of network.hidden_backward's d1 (A1 > 0 exactly
+        where S1 > 0); written over A1 or dA1 where the backend can.  (N, H), (N, H) -> (N, H)"""
+        return dA1 * ops.relu_mask(A1)
 
     def momentum_update(self, param, velocity, grad, lr, momentum):
-        """v <- momentum·v + lr·g; θ <- θ - v. Returns (θ, v), in place where the backend can."""
-        return optim.momentum_step(param, velocity, grad, lr, momentum)
+        """v <- momentum·v + lr·g; θ <- θ - v: :func:`fastmlp.network.momentum_step`. Returns
+        (θ, v), in place where the backend can."""
+        return network.momentum_step(param, velocity, grad, lr, momentum)
 
 
 class InPlaceBackend(Backend):
     """Parent of the backends whose arrays are written in place into reused buffers.
 
     ``lib`` is the array library itself (NumPy, CuPy, PyTorch), which offers ``out=`` products; a
-    subclass states only its library, its transfers and its element-wise kernels: :meth:`bias_relu`,
-    :meth:`relu_backward_into` and :meth:`momentum_update` (and :meth:`copy` where the library has no
-    ``copyto``).
+    subclass states only its library, its transfers and its element-wise steps :meth:`bias_relu`,
+    :meth:`relu_backward` and :meth:`momentum_update` (and :meth:`copy` where the library has no
+    ``copyto``). The products of :mod:`fastmlp.network` that name a workspace (X W1, d2 W2ᵀ, Xᵀ d1)
+    then write into buffers allocated once.
     """
 
     def __init__(self, xp, lib):
@@ -252,20 +277,8 @@ class InPlaceBackend(Backend):
         return array[row_indices]
 
     def matmul(self, A, B, *, workspace=None):
+        """A @ B of network.py, into the buffer ``workspace`` names (allocated once)."""
         if workspace is None:
             return A @ B
         out = self._buffer(workspace, (A.shape[0], B.shape[1]), self.xp.result_type(A.dtype, B.dtype))
         return self.lib.matmul(A, B, out=out)
-
-    def relu_backward_into(self, A1, dA1):
-        """d1 = dA1 ⊙ [A1 > 0], written over A1 or dA1 (the backend's choice).  (N, H), (N, H) -> (N, H)"""
-        raise NotImplementedError
-
-    def hidden_backward(self, A1, d2, W2):
-        N, H = A1.shape
-        dW2 = A1.T @ d2  # H×K
-        db2 = d2.sum(axis=0)  # K
-        dA1 = self.lib.matmul(d2, W2.T, out=self._buffer("dA1", (N, H), A1.dtype))  # N×H: d2 W2ᵀ
-        d1 = self.relu_backward_into(A1, dA1)  # N×H: ⊙ [S1 > 0]
-        db1 = d1.sum(axis=0)  # H
-        return dW2, db2, d1, db1

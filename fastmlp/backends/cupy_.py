@@ -380,8 +380,8 @@ class CupyBackend(InPlaceBackend):
 
         def plain():
             self._product(d2, W2.T, d1)  # N×H: d2 W2ᵀ
-            self.relu_backward_into(A1, d1)  # ⊙ [S1 > 0]: A1 > 0 exactly where S1 > 0
-            return d1.sum(axis=0)  # H: db1 = Σₙ d1
+            d1_masked = self.relu_backward(A1, d1)  # ⊙ [S1 > 0]: A1 > 0 exactly where S1 > 0
+            return d1_masked.sum(axis=0)  # H: db1 = Σₙ d1
 
         return dW2, db2, d1, plain() if mask is None else self._fused("hidden_backward", fused, plain)
 
@@ -426,7 +426,7 @@ class CupyBackend(InPlaceBackend):
         """The loss and accuracy of softmax_xent_grad, without d2."""
         return self._row_metrics(S, labels, None)
 
-    def relu_backward_into(self, A1, dA1):
+    def relu_backward(self, A1, dA1):
         """d1 = dA1 ⊙ [A1 > 0] (A1 > 0 exactly where S1 > 0) in one element-wise kernel, in place on dA1."""
         self._mask_grad(A1, dA1)
         return dA1

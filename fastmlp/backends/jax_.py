@@ -3,8 +3,9 @@
 JAX arrays are immutable and dispatching op by op is slow, so this backend answers the
 ``compile_step`` seam with ``jax.jit``: the epoch's forward, backward, update and validation
 metrics become one XLA computation, and the old parameters and velocities are *donated* (their
-buffers reused for the new ones; the loop's snapshot is a real copy made before the step).
-Compiled steps are kept on the backend, so a second ``fit`` of the same model compiles nothing.
+buffers reused for the new ones; the loop's snapshot is a real copy made inside the step).
+:meth:`release` keeps the compiled steps (they hold no buffers), so a second ``fit`` of the same
+model compiles nothing.
 
 Devices: ``jax`` runs where JAX puts arrays by default (its first device: a GPU when JAX has one);
 ``jax:cpu`` and ``jax:gpu`` choose. float64: JAX computes in float32 unless its switch
@@ -34,7 +35,6 @@ class JaxBackend(Backend):
         self._jax = jax
         self._device = self._open_device(jax, device)
         super().__init__(jax.numpy)
-        self._compiled = {}
         if device:
             self.name = f"{type(self).name}:{device}"
 
@@ -89,16 +89,11 @@ class JaxBackend(Backend):
     def synchronize(self, *pending):
         self._jax.block_until_ready(pending)
 
+    def release(self):
+        """Drop the reusable buffers; keep the compiled steps, which hold none of them."""
+        self._buffers.clear()
+
     # ---------------------------------------------------------------- steps
     def compile_step(self, step, *, donate=()):
-        """``jax.jit`` of ``step``, donating the buffers of the arguments named in ``donate``;
-        kept per step, bound settings and donation, so later fits reuse the compilation."""
-        key = (
-            getattr(step, "func", step),
-            getattr(step, "args", ()),
-            tuple(sorted(getattr(step, "keywords", {}).items())),
-            tuple(donate),
-        )
-        if key not in self._compiled:
-            self._compiled[key] = self._jax.jit(step, donate_argnames=tuple(donate))
-        return self._compiled[key]
+        """``jax.jit`` of ``step``, donating the buffers of the arguments named in ``donate``."""
+        return self._jax.jit(step, donate_argnames=tuple(donate))

@@ -1,7 +1,8 @@
 """The NumPy backend: the generic steps, with the large element-wise passes done in place.
 
-Products go to NumPy's BLAS and write into reused buffers; bias + ReLU, the ReLU mask and the
-momentum update work in place, so an epoch allocates no N×H array after the first.
+Products go to NumPy's BLAS and write into reused buffers (:class:`.base.InPlaceBackend`); bias +
+ReLU, the ReLU mask and the momentum update work in place, so an epoch allocates no N×H array after
+the first. The equations stay those of :mod:`fastmlp.network`: each step below names its lines.
 """
 
 from __future__ import annotations
@@ -36,18 +37,21 @@ class NumpyBackend(InPlaceBackend):
     def quiet_overflow(self):
         return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
-    # --------------------------------------------------------- fused steps
+    # --------------------------------------------------------- steps in place
     def bias_relu(self, S, b):
-        np.add(S, b, out=S)
-        np.maximum(S, 0, out=S)  # NaN stays NaN
+        """network.hidden_layer's A1 = relu(X W1 + b1) after the product, in place over X W1."""
+        np.add(S, b, out=S)  # (N, H)  S1 = X W1 + b1
+        np.maximum(S, 0, out=S)  # (N, H)  A1 = relu(S1); NaN stays NaN
         return S
 
-    def relu_backward_into(self, A1, dA1):
-        mask = np.greater(A1, 0, out=A1)  # N×H, 1.0 where S1 > 0, else 0.0
-        return np.multiply(mask, dA1, out=A1)  # N×H, d1 over A1
+    def relu_backward(self, A1, dA1):
+        """network.hidden_backward's d1 = (d2 W2ᵀ) ⊙ [S1 > 0], in place over A1 (dA1 = d2 W2ᵀ)."""
+        mask = np.greater(A1, 0, out=A1)  # (N, H)  1.0 where S1 > 0, else 0.0
+        return np.multiply(mask, dA1, out=A1)  # (N, H)  d1, over A1
 
     def momentum_update(self, param, velocity, grad, lr, momentum):
-        velocity *= momentum
-        velocity += np.multiply(grad, lr, out=grad)  # the gradient is consumed here
-        param -= velocity
+        """network.momentum_step, in place: v ← γ v + α g, θ ← θ − v; consumes the gradient."""
+        velocity *= momentum  # shape of θ  γ v
+        velocity += np.multiply(grad, lr, out=grad)  # shape of θ  v ← γ v + α g (α g over g)
+        param -= velocity  # shape of θ  θ ← θ − v
         return param, velocity

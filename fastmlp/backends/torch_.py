@@ -1,7 +1,7 @@
 """The PyTorch backend: the generic steps on ``torch`` tensors, through ``array_api_compat.torch``.
 
-The math is the generic code of :mod:`.base` and :mod:`fastmlp.ops`; this class states only what
-PyTorch needs besides: the device (``torch``: the CPU, ``torch:cuda``, ``torch:mps``), the
+The math is the generic code of :mod:`fastmlp.network` and :mod:`fastmlp.ops`; this class states
+only what PyTorch needs besides: the device (``torch``: the CPU, ``torch:cuda``, ``torch:mps``), the
 transfers, the synchronisation, and copies into the snapshot's buffers. Tensors are made without
 ``requires_grad``, so no autograd graph is recorded. Selecting a device that is missing fails
 early with the reason, and float64 on the Apple GPU (which has no float64) is an error, never a
@@ -126,16 +126,19 @@ class TorchBackend(InPlaceBackend):
         return self._torch.empty(shape, dtype=dtype, device=self._device)
 
     # ---------------------------------------------------------------- steps
-    # In place, like the numpy backend (the products and the backward pass are InPlaceBackend's):
-    # measured on the 2-core CPU (float32, N=6000, H=1000), the generic steps spend about twice the
-    # epoch's products, most of it allocating and first touching N×H tensors; writing into reused
-    # ones brings the epoch to about 1.2x its products.
+    # In place, like the numpy backend (the products go to InPlaceBackend's buffers): measured on
+    # the 2-core CPU (float32, N=6000, H=1000), the generic steps spend about twice the epoch's
+    # products, most of it allocating and first touching N×H tensors; writing into reused ones
+    # brings the epoch to about 1.2x its products.
     def bias_relu(self, S, b):
-        return self._torch.relu_(S.add_(b))  # NaN stays NaN
+        """network.hidden_layer's A1 = relu(X W1 + b1) after the product, in place over X W1."""
+        return self._torch.relu_(S.add_(b))  # (N, H); NaN stays NaN
 
-    def relu_backward_into(self, A1, dA1):
-        return dA1.mul_(A1 > 0)  # d1 = d2 W2ᵀ ⊙ [S1 > 0], over dA1
+    def relu_backward(self, A1, dA1):
+        """network.hidden_backward's d1 = (d2 W2ᵀ) ⊙ [S1 > 0], in place over dA1 = d2 W2ᵀ."""
+        return dA1.mul_(A1 > 0)  # (N, H)  d1, over dA1
 
     def momentum_update(self, param, velocity, grad, lr, momentum):
-        velocity.mul_(momentum).add_(grad, alpha=lr)  # v <- γ v + α g
-        return param.sub_(velocity), velocity  # θ <- θ - v
+        """network.momentum_step, in place."""
+        velocity.mul_(momentum).add_(grad, alpha=lr)  # shape of θ  v ← γ v + α g
+        return param.sub_(velocity), velocity  # shape of θ  θ ← θ − v
