@@ -352,11 +352,15 @@ def _train(args):
         batch_size=args.batch_size,
         progress=not args.no_progress,
     )
-    report = evaluation.report(model, *data.test)  # evaluated once: the test accuracy and the table
+    failure = _failure(history, data.train[1])
+    # the splits are views of one array: with copies of the test split, the rest of the data is freed
+    # before the report's pictures are drawn (fastmlp train's peak memory)
+    test_images, test_labels = (array.copy() for array in data.test)
+    del data
+    report = evaluation.report(model, test_images, test_labels)  # evaluated once: the test accuracy and the table
     _print_results(history, report.accuracy)
     _print_test_table(report)
-    failure = _failure(history, data.train[1])
-    files = _write_run(destination, args, model, history, report, data.test[0])
+    files = _write_run(destination, args, model, history, report, test_images)
     return _Outcome(EXIT_FAILED_RUN if failure else 0, destination, files, failure)
 
 
