@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from . import _sysinfo, model, train
-from .backends import ALL_CHOICES, BASELINE, backend_status, configure, get_backend
+from .backends import ALL_CHOICES, BASELINE, GPU_CHOICES, backend_status, configure, get_backend
 from .errors import BackendError, InvalidInputError
 from .files import write_text
+from .memory import ensure_fits
 from .optim import INITIAL_VELOCITY
 
 __all__ = ["EpochRunner", "epoch_flops", "compare", "load_peers", "sweep", "format_table", "write_json", "PEERS"]
@@ -170,6 +171,7 @@ def compare(backends, *, dtypes, hiddens, n, n_valid, epochs, warmup, precisions
             + "; ".join(f"{name}: {reason}" for name, reason in result["skipped"].items())
         )
     peer_modules = load_peers(log) if peers else {}
+    _ensure_fits(usable, len(peer_modules), dtypes, hiddens, n=n, n_valid=n_valid)
     for dtype, precision, hidden in _configurations(dtypes, precisions, hiddens, log):
         config = {
             "dtype": dtype,
@@ -190,6 +192,22 @@ def compare(backends, *, dtypes, hiddens, n, n_valid, epochs, warmup, precisions
         result["configs"].append(config)
         log(format_table(config))
     return result
+
+
+def _ensure_fits(backends, n_peers, dtypes, hiddens, *, n, n_valid):
+    """Refuse, before anything is timed, settings whose runners would not fit in host memory: each
+    runner on the host holds X, X_valid, the stand-in d1, an epoch's N x H and Nv x H buffers and
+    three copies of the parameters until its configuration is timed; the float64 draws come one at
+    a time."""
+    itemsize, hidden = max(np.dtype(dtype).itemsize for dtype in dtypes), max(hiddens)
+    per_runner = itemsize * ((n + n_valid) * N_IN + 4 * n * hidden + n_valid * hidden + 3 * (N_IN + N_OUT + 1) * hidden)
+    on_host = sum(name not in GPU_CHOICES for name in backends) + n_peers
+    drawn = 8 * max(n, n_valid) * max(N_IN, hidden)
+    ensure_fits(
+        on_host * per_runner + drawn,
+        f"bench with --n {n}, --valid {n_valid}, --hidden {hidden} on {on_host} host backend(s)",
+        hint="use a smaller --n, --valid or --hidden, or fewer --backends",
+    )
 
 
 def _configurations(dtypes, precisions, hiddens, log):

@@ -317,7 +317,7 @@ def _train(args):
         f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}, precision {model.precision}",
         flush=True,
     )
-    data = datasets.load_notmnist(args.data, dtype=args.dtype)
+    data = datasets.load_notmnist(args.data, dtype=args.dtype, n_features=model.n_in)
     print(
         f"data: {data.source} (train {len(data.train[1])}, valid {len(data.valid[1])}, test {len(data.test[1])})",
         flush=True,
@@ -384,7 +384,7 @@ def _evaluate(args):
 
     destination = check_destination(args.out or default_run_name("-evaluate"), overwrite=args.overwrite)
     model = MLP.load(args.model, backend=args.backend)
-    data = datasets.load_notmnist(args.data, dtype=model.dtype)
+    data = datasets.load_notmnist(args.data, dtype=model.dtype, n_features=model.n_in)
     print(
         f"model: {args.model} ({model.n_in} -> {model.n_hidden} -> {model.n_out}, {model.dtype}, "
         f"{model.backend}); data: {data.source}"

@@ -150,7 +150,7 @@ def report(model: MLP, X: Any, y: Any) -> Report:
     """Run ``model`` (an :class:`~fastmlp.MLP`) on (X, y) -> :class:`Report`.
 
     One forward pass and one copy to the host (the class probabilities); the rest is NumPy."""
-    labels = check_labels(y, model.n_out, n_samples=len(X))
+    labels = check_labels(y, model.n_out, n_samples=len(X), classes=model.classes)
     return Report(classes=tuple(model.classes), labels=labels, probabilities=model.predict_proba(X))
 
 
