@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 import fastmlp
 from fastmlp import datasets, model
@@ -473,6 +474,9 @@ def test_row43_labels_that_are_not_integers_are_one_error_line_naming_the_dtype(
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"fastmlp: error: {data}: {words}"), lines
         assert lines[0].endswith("they must be integers 0-9, the letters A-J in order (A=0 ... J=9)")
+    predicted = cli("predict", str(model_file), str(data))  # predict does not use the labels
+    assert predicted.returncode == 0, predicted.stderr
+    assert len(predicted.stdout.splitlines()) == 5
 
 
 # ---------------------------------------- row 45: zip members Python cannot read, deep metadata
@@ -557,6 +561,39 @@ def zeros_npz(path, **shapes):
                 for start in range(0, int(np.prod(shape)), 1 << 24):
                     member.write(bytes(min(1 << 24, int(np.prod(shape)) - start)))
     return path
+
+
+def test_row47_large_images_are_refused_or_reduced_early_within_600_mb(tmp_path):
+    model_file = small_model_file(tmp_path / "model.npz")
+    one_bit = Image.new("1", (9400, 9400), 0)
+    ImageDraw.Draw(one_bit).rectangle((3000, 2000, 6000, 7000), fill=1)
+    one_bit.save(tmp_path / "huge-1bit.png")  # 18 KB, 88.4 megapixels
+    deep = np.zeros((7000, 7000), np.uint16)
+    deep[1500:5500, 2500:4500] = 65535
+    Image.fromarray(deep).save(tmp_path / "large-16bit.png")  # 49 megapixels, just under the limit
+    Image.new("RGB", (8000, 6000), "white").save(tmp_path / "photo.jpg", quality=80)
+    result, peak = run_measured(fastmlp_command("predict", str(model_file), str(tmp_path / "huge-1bit.png")))
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"fastmlp: error: {tmp_path / 'huge-1bit.png'} is 9400 x 9400 pixels (88.4 megapixels); a letter's image "
+        "may have at most 50 megapixels: scale it down"
+    ]
+    assert peak < 200 << 20, peak  # refused from the header: nothing decoded
+    for name in ("large-16bit.png", "photo.jpg"):
+        result, peak = run_measured(fastmlp_command("predict", str(model_file), str(tmp_path / name)))
+        assert peak < PEAK_LIMIT, (name, peak)
+        assert result.returncode == (0 if name.endswith("png") else 2), result.stderr
+    assert "photo.jpg: the image is blank" in result.stderr  # a white JPEG, decoded at an eighth of its size
+
+
+def test_row47_an_npz_image_set_is_predicted_a_batch_at_a_time_within_600_mb(tmp_path):
+    model_file = small_model_file(tmp_path / "model.npz")
+    blank = zeros_npz(tmp_path / "blank.npz", images=(200_000, 28, 28))  # 157 MB of images in ~150 KB
+    assert blank.stat().st_size < 1 << 20
+    result, peak = run_measured(fastmlp_command("predict", "--top", "1", str(model_file), str(blank)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 200_000 and lines[-1].startswith(f"{blank}[199999]: ")
+    assert peak < PEAK_LIMIT, peak
 
 
 def test_row47_what_needs_more_memory_than_is_available_is_refused_up_front_with_both_figures(tmp_path):
