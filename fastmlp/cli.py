@@ -410,8 +410,7 @@ def _predict(args):
 
     model = MLP.load(args.model, backend=args.backend)
     predictions = model.predict_images(args.images, ink=args.ink, top=args.top)  # every file read first
-    for prediction in predictions:
-        print(json.dumps(prediction.to_dict()) if args.json else prediction.line())
+    print("\n".join(json.dumps(p.to_dict()) if args.json else p.line() for p in predictions))
     return _Outcome()
 
 

@@ -374,9 +374,10 @@ def predict_files(model: MLP, paths: Iterable[PathArg], *, ink: str = "auto", to
     for names, images in _read_all(paths, ink):
         for start in range(0, len(images), _BATCH):
             probabilities = model.predict_proba(to_features(images[start : start + _BATCH], model.dtype))  # (b, K)
-            order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
+            order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]  # (b, top)
+            ranked = np.take_along_axis(probabilities, order, axis=1)
             predictions += [
-                Prediction(name, [(model.classes[k], float(row[k])) for k in ranks])
-                for name, row, ranks in zip(names[start : start + _BATCH], probabilities, order, strict=True)
+                Prediction(name, [(model.classes[k], p) for k, p in zip(ranks, row, strict=True)])
+                for name, ranks, row in zip(names[start : start + _BATCH], order.tolist(), ranked.tolist(), strict=True)
             ]
     return predictions
