@@ -75,7 +75,7 @@ WORKING_SIDE = 1024
 _BYTES_PER_PIXEL = 6
 #: modes Image.reduce does not take, and what they are converted to first
 _BEFORE_REDUCING = {"1": "L", "P": "RGBA", "PA": "RGBA", "I;16": "I", "I;16B": "I", "I;16L": "I", "I;16N": "I"}
-#: EXIF orientation -> the transposition that puts the image upright (as PIL.ImageOps.exif_transpose)
+#: the EXIF tag of the orientation (1-8: how the picture must be turned to stand upright)
 _ORIENTATION_TAG = 0x0112
 
 
@@ -119,7 +119,11 @@ def _check_size(image, path):
             f"{path} is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels); a letter's image "
             f"may have at most {MAX_PIXELS / 1e6:g} megapixels: scale it down"
         )
-    ensure_fits(width * height * _BYTES_PER_PIXEL, f"reading {path} ({width} x {height} pixels)")
+    ensure_fits(
+        width * height * _BYTES_PER_PIXEL,
+        f"reading {path} ({width} x {height} pixels)",
+        hint="free memory, or scale the image down",
+    )
 
 
 def _first_drawn_frame(image, path):
@@ -148,7 +152,7 @@ def _working_frame(image):
     if factor > 1:
         image = image.convert(_BEFORE_REDUCING[image.mode]) if image.mode in _BEFORE_REDUCING else image
         image = image.reduce(factor)
-    transpose = {
+    transpose = {  # orientation -> the transposition that makes it upright, as PIL.ImageOps.exif_transpose
         2: Image.Transpose.FLIP_LEFT_RIGHT,
         3: Image.Transpose.ROTATE_180,
         4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -213,7 +217,7 @@ def _light_border(grey):
 
 
 def _ink_is_light(grey, ink):
-    """True when the letter is lighter than its background (the module's rule, step 2): given by
+    """True when the letter is lighter than its background (the module's rule, step 3): given by
     ``ink``, or for "auto" dark only on a border that is (nearly) all light paper."""
     if ink != "auto":
         return ink == "light"
@@ -296,14 +300,15 @@ def _read_all(paths, ink):
     every input read and checked."""
     sets, files, file_names = [], [], []
     for path in paths:
-        if _kind(path) == "image":
+        kind = _kind(path)
+        if kind == "image":
             file_names.append(str(path))
             files.append(read_image(path, ink=ink))
             continue
         if files:
             sets.append((file_names, np.stack(files)))
             files, file_names = [], []
-        batch = _read_image_set(path, _kind(path))
+        batch = _read_image_set(path, kind)
         sets.append(([f"{path}[{index}]" for index in range(len(batch))], batch))
     if files:
         sets.append((file_names, np.stack(files)))

@@ -9,9 +9,12 @@ backend, dtype, precision). Files without them (written by fastmlp 0.1.0) are st
 readers that do not know them ignore them, so the format version stays 1.
 
 Saving goes through :func:`fastmlp.files.atomic_write`: an interrupted save (exception, Ctrl-C,
-full disk) leaves the old file as it was. Loading reads the zip's directory first and refuses members
-larger than the declared shapes before decompressing anything; arrays are read with
-``allow_pickle=False``, so no code in a file ever runs.
+full disk) leaves the old file as it was. Loading reads the zip's directory first and, before
+decompressing anything, refuses members larger than the declared shapes, arrays inflating more than
+100 times their stored size (a bomb: trained weights barely compress), members encrypted or
+compressed by a method Python cannot read, and arrays that with the model's copy of them would not
+fit in the memory available; arrays are read with ``allow_pickle=False``, so no code in a file ever
+runs.
 """
 
 from __future__ import annotations
