@@ -14,6 +14,7 @@ converted on a copy.
 
 from __future__ import annotations
 
+import collections
 import math
 import numbers
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ __all__ = [
     "check_precision",
     "check_cuda_graphs",
     "check_features",
+    "as_images",
     "check_labels",
     "check_hyperparameters",
     "check_positive_int",
@@ -43,9 +45,12 @@ __all__ = [
     "check_params",
     "check_classes",
     "classes_problem",
+    "describe_classes",
 ]
 
 DTYPES = ("float32", "float64")
+#: the longest class name a model may have, in characters
+MAX_CLASS_NAME = 40
 #: how the matrix products compute: "float32" in the dtype's own precision (the seed's semantics),
 #: "tf32" on TF32 tensor cores, "bf16" from BF16 copies of the operands with FP32 accumulation
 PRECISIONS = ("float32", "tf32", "bf16")
@@ -122,7 +127,10 @@ def check_features(X, dtype, *, n_features=None, name="X"):
     """
     X = _as_matrix(_as_host_array(X, name), name)
     if n_features is not None and X.shape[1] != n_features:
-        raise InvalidInputError(f"{name} has {X.shape[1]} features, the model expects {n_features}")
+        raise InvalidInputError(
+            f"{name} has {X.shape[1]} features{as_images(X.shape[1])}, the model expects {n_features}"
+            f"{as_images(n_features)}"
+        )
     if np.issubdtype(X.dtype, np.floating):
         _check_finite_rows(X, name)
     # only a narrowing float conversion (float64 -> float32) can overflow; integers always fit
@@ -135,6 +143,12 @@ def check_features(X, dtype, *, n_features=None, name="X"):
         first = int(np.argmax(~np.isfinite(X).all(axis=1)))
         raise InvalidInputError(f"{name} contains infinity after conversion to {dtype} (first in row {first})")
     return X
+
+
+def as_images(n_features):
+    """`` (28 x 28 images)`` for 784 features: how many pixels a side, when ``n_features`` is a square."""
+    side = math.isqrt(n_features)
+    return f" ({side} x {side} images)" if side * side == n_features and side > 1 else ""
 
 
 def _as_matrix(X, name):
@@ -165,8 +179,10 @@ def _check_finite_rows(X, name):
         )
 
 
-def check_labels(y, n_classes, *, n_samples=None, name="y"):
-    """Integer labels (N,) in 0..K-1, or a one-hot matrix (N, K) -> new int64 labels (N,)."""
+def check_labels(y, n_classes, *, n_samples=None, name="y", classes=None):
+    """Integer labels (N,) in 0..K-1, or a one-hot matrix (N, K) -> new int64 labels (N,).
+
+    ``classes``: the model's class names, for the message about a label that is not one of them."""
     y = _as_host_array(y, name)
     if y.ndim == 2:
         return _one_hot_to_labels(y, n_classes, n_samples, name)
@@ -182,9 +198,12 @@ def check_labels(y, n_classes, *, n_samples=None, name="y"):
     bad = (y < 0) | (y >= n_classes)
     if bad.any():
         index = int(np.argmax(bad))
-        raise InvalidInputError(
-            f"{name}[{index}] = {y[index]} is not a class label; labels must be in 0..{n_classes - 1}"
+        where = (
+            f"the model knows {n_classes} classes, {describe_classes(classes)} (labels 0..{n_classes - 1})"
+            if classes
+            else f"labels must be in 0..{n_classes - 1}"
         )
+        raise InvalidInputError(f"{name}[{index}] = {y[index]} is not a class label; {where}")
     return np.array(y, dtype=np.int64, copy=True)
 
 
@@ -279,9 +298,15 @@ def array_problems(name, array):
     """A parameter array's problems: not floating point, or NaN / infinity inside."""
     if not np.issubdtype(array.dtype, np.floating):
         return [f"{name} has dtype {array.dtype}, expected float32 or float64"]
-    if not np.isfinite(array).all():
+    if not _all_finite(array):
         return [f"{name} contains NaN or infinity"]
     return []
+
+
+def _all_finite(array):
+    """Whether every element is finite, without an array-sized temporary: a NaN propagates to the
+    minimum and the maximum, and an infinity is one of them."""
+    return array.size == 0 or bool(np.isfinite(array.min()) and np.isfinite(array.max()))
 
 
 # ---------------------------------------------------------- class names
@@ -290,17 +315,39 @@ def _default_classes(n_classes):
     return CLASSES if n_classes == len(CLASSES) else tuple(str(k) for k in range(n_classes))
 
 
+def _is_class_name(name):
+    """A name fit to print: a string of 1 to MAX_CLASS_NAME printable characters, not all spaces."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_CLASS_NAME and name.isprintable() and bool(name.strip())
+
+
+def _brief(value):
+    """``value`` in a message: its repr (control characters escaped), cut to 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def classes_problem(classes, n_classes):
     """What is wrong with ``classes`` as the names of ``n_classes`` classes (None: nothing)."""
     if isinstance(classes, str) or not isinstance(classes, (list, tuple)):
-        return f"classes must be a list of {n_classes} names, got {classes!r}"
+        return f"classes must be a list of {n_classes} names, got {_brief(classes)}"
     if len(classes) != n_classes:
         return f"classes has {len(classes)} names, the model has {n_classes} classes"
-    if not all(isinstance(name, str) and name.strip() for name in classes):
-        return f"classes must be non-empty strings, got {list(classes)!r}"
-    if len(set(classes)) != len(classes):
-        return f"classes must be distinct, got {list(classes)!r}"
+    bad = [name for name in classes if not _is_class_name(name)]
+    if bad:
+        return (
+            f"classes must be strings of 1 to {MAX_CLASS_NAME} printable characters (no newlines, tabs or "
+            f"other control characters), got {_brief(bad[0])}"
+        )
+    repeated = [name for name, count in collections.Counter(classes).items() if count > 1]
+    if repeated:
+        return f"classes must be distinct, got {_brief(repeated[0])} twice"
     return None
+
+
+def describe_classes(classes):
+    """The class names for a message: "A, B, C, D, E" (the first 20, then how many more)."""
+    shown = ", ".join(classes[:20])
+    return shown + (f" and {len(classes) - 20} more" if len(classes) > 20 else "")
 
 
 def check_classes(classes, n_classes):

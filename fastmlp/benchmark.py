@@ -37,9 +37,10 @@ import numpy as np
 
 from . import _sysinfo, network, train
 from .arguments import PRECISIONS
-from .backends import ALL_CHOICES, BASELINE, backend_status, backends_offering, configure, get_backend
+from .backends import ALL_CHOICES, BASELINE, GPU_CHOICES, backend_status, backends_offering, configure, get_backend
 from .errors import BackendError, InvalidInputError
 from .files import write_text
+from .memory import ensure_fits
 
 __all__ = [
     "EpochRunner",
@@ -307,6 +308,9 @@ def compare(
     :func:`sweep_shapes` the same way, floors included (``result['sweep']['points']``)."""
     result = _record(epochs=epochs, warmup=warmup)
     settings = plan(backends, dtypes=dtypes, precisions=precisions, peers=peers, result=result, log=log)
+    shapes = [{"n": n, "n_valid": n_valid, "hidden": hidden} for hidden in hiddens]
+    sweep_sizes = sweep_shapes(n, n_valid, hiddens[0], sweep_hiddens, sweep_ns) if sweep else []
+    _ensure_fits(settings, [*shapes, *sweep_sizes])
     timed = functools.partial(measure, epochs=epochs, warmup=warmup)
     for setting in settings:
         for hidden in hiddens:
@@ -315,10 +319,30 @@ def compare(
     if sweep:
         result["sweep"] = {"n": n, "n_valid": n_valid, "hidden": hiddens[0], "points": []}
         for setting in settings:
-            for shape in sweep_shapes(n, n_valid, hiddens[0], sweep_hiddens, sweep_ns):
+            for shape in sweep_sizes:
                 result["sweep"]["points"].append(timed(setting, **shape))
                 log(format_point(result["sweep"]["points"][-1]))
     return result
+
+
+def _ensure_fits(settings, shapes):
+    """Refuse, before anything is timed, sizes whose runners would not fit in host memory: each
+    runner on the host holds X, X_valid, the stand-in d1, an epoch's N x H and Nv x H buffers and
+    three copies of the parameters while its size is timed; the float64 draws come one at a time."""
+    itemsize = max(np.dtype(setting.dtype).itemsize for setting in settings)
+    on_host = max(sum(name not in GPU_CHOICES for name in setting.runners) for setting in settings)
+
+    def needs(n, n_valid, hidden):
+        per_runner = (n + n_valid) * N_IN + 4 * n * hidden + n_valid * hidden + 3 * (N_IN + N_OUT + 1) * hidden
+        return on_host * itemsize * per_runner + 8 * max(n, n_valid) * max(N_IN, hidden)
+
+    largest = max(shapes, key=lambda shape: needs(**shape))
+    ensure_fits(
+        needs(**largest),
+        f"bench with --n {largest['n']}, --valid {largest['n_valid']}, --hidden {largest['hidden']} "
+        f"on {on_host} host backend(s)",
+        hint="use a smaller --n, --valid or --hidden, or fewer --backends",
+    )
 
 
 def _record(**settings):

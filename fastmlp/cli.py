@@ -338,7 +338,7 @@ def _train(args):
         f"backend: {model.backend} on {facts['device']} ({extra}), dtype {model.dtype}, precision {model.precision}",
         flush=True,
     )
-    data = datasets.load_notmnist(args.data, dtype=args.dtype)
+    data = datasets.load_notmnist(args.data, dtype=args.dtype, n_features=model.n_in)
     print(
         f"data: {data.source} (train {len(data.train[1])}, valid {len(data.valid[1])}, test {len(data.test[1])})",
         flush=True,
@@ -409,7 +409,7 @@ def _evaluate(args):
 
     destination = check_destination(args.out or default_run_name("-evaluate"), overwrite=args.overwrite)
     model = MLP.load(args.model, backend=args.backend)
-    data = datasets.load_notmnist(args.data, dtype=model.dtype)
+    data = datasets.load_notmnist(args.data, dtype=model.dtype, n_features=model.n_in)
     print(
         f"model: {args.model} ({model.n_in} -> {model.n_hidden} -> {model.n_out}, {model.dtype}, "
         f"{model.backend}); data: {data.source}"
@@ -435,8 +435,7 @@ def _predict(args):
 
     model = MLP.load(args.model, backend=args.backend)
     predictions = model.predict_images(args.images, ink=args.ink, top=args.top)  # every file read first
-    for prediction in predictions:
-        print(json.dumps(prediction.to_dict()) if args.json else prediction.line())
+    print("\n".join(json.dumps(p.to_dict()) if args.json else p.line() for p in predictions))
     return _Outcome()
 
 

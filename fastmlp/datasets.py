@@ -28,16 +28,19 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
 from ._download import fetch
-from .arguments import check_dtype
+from .arguments import as_images, check_dtype
 from .classes import CLASSES
 from .errors import InvalidInputError, InvalidTypeError, MissingFileError, StorageError
 from .files import PathArg, npy_member, require_file
 from .memory import ensure_fits, host_memory_errors
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 __all__ = [
     "NotMNIST",
@@ -46,6 +49,7 @@ __all__ = [
     "load_notmnist",
     "read_idx",
     "read_npz",
+    "read_npz_images",
     "split",
     "find_data",
     "download_sample",
@@ -78,6 +82,8 @@ MIN_SAMPLES = 5
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 _CHUNK = 1 << 20  # bytes decompressed at a time
+_ROWS_AT_A_TIME = 4096  # images converted to features at a time
+_DEFLATE_MAX_RATIO = 1032  # the most a deflate stream inflates: 258 bytes from each 2 bits (RFC 1951)
 _SPLIT_SEED = 521
 _IDX_UBYTE = 0x08
 _IMAGES_SUFFIX = "-images-idx3-ubyte"
@@ -139,9 +145,40 @@ def _idx_header(handle, path, expected_ndim):
     return tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim)), 4 + 4 * ndim
 
 
-def _read_idx_stream(handle, path, expected_ndim):
+def _ensure_fits(path, shape, dtype, features):
+    """The budget of reading an array of ``shape`` and ``dtype`` from ``path``, with the (n, 784) copy in
+    ``features`` (a dtype) that the caller will make of it (None: no copy), refused before reading."""
+    count = math.prod(shape)
+    copy = f" and its {np.dtype(features).name} copy" if features is not None else ""
+    ensure_fits(
+        count * (np.dtype(dtype).itemsize + (np.dtype(features).itemsize if features is not None else 0)),
+        f"reading {path} (an array of shape {shape}{copy})",
+        hint="free memory, or use a smaller data set",
+    )
+
+
+def _payload_capacity(path, header):
+    """The most payload bytes the idx file ``path`` can hold: its size less the header, or for a .gz
+    file what deflate can inflate its size to at most (1032 times)."""
+    size = path.stat().st_size
+    return size * _DEFLATE_MAX_RATIO if _is_gzip(path) else size - header
+
+
+def _read_idx_stream(handle, path, expected_ndim, features):
     shape, header = _idx_header(handle, path, expected_ndim)
     expected_size = math.prod(shape)
+    capacity = _payload_capacity(path, header)
+    if expected_size > capacity and not _is_gzip(path):
+        raise InvalidInputError(
+            f"{path}: payload is {capacity} bytes, the header's shape {shape} needs {expected_size}"
+        )
+    if expected_size > capacity:  # a corrupt header, refused before the memory budget
+        raise InvalidInputError(
+            f"{path} is not a readable gzip file (truncated or corrupt: the header's shape {shape} needs "
+            f"{expected_size} bytes, more than a {path.stat().st_size}-byte gzip file can hold, deflate "
+            f"inflating at most {_DEFLATE_MAX_RATIO} times)"
+        )
+    _ensure_fits(path, shape, np.uint8, features)
     payload = _read_exactly(handle, expected_size)
     if len(payload) < expected_size:
         raise InvalidInputError(
@@ -155,20 +192,26 @@ def _read_idx_stream(handle, path, expected_ndim):
     return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
 
 
-def read_idx(path: PathArg, *, expected_ndim: int | None = None) -> np.ndarray:
+def _is_gzip(path):
+    return path.suffix.lower() == ".gz"
+
+
+def read_idx(path: PathArg, *, expected_ndim: int | None = None, features: DTypeLike | None = None) -> np.ndarray:
     """An MNIST-format idx file (raw or .gz) -> uint8 array of the shape its header declares.
 
     Header, big-endian: two zero bytes, the dtype byte (0x08 = uint8), the number of dimensions,
     then one uint32 per dimension; the payload must be exactly the product of those sizes. A
     ``.gz`` file is decompressed in chunks and refused as soon as it holds more than that.
+    ``features``: the dtype of the (n, 784) copy the caller will make (None: none), counted in the
+    memory budget checked once the header is read (:func:`fastmlp.memory.ensure_fits`).
     """
     path = require_file(path, "data file")
     try:
         with (
-            gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle,
+            gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb") as handle,
             host_memory_errors(f"reading {path}"),
         ):
-            return _read_idx_stream(handle, path, expected_ndim)
+            return _read_idx_stream(handle, path, expected_ndim, features)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise InvalidInputError(f"{path} is not a readable gzip file (truncated or corrupt: {exc})") from None
     except OSError as exc:
@@ -184,49 +227,83 @@ def _check_pair(images, labels, source):
         raise InvalidInputError(f"{source}: {len(images)} images but {len(labels)} labels; the counts must match")
     if len(labels) == 0:
         raise InvalidInputError(f"{source}: the data set is empty")
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() > 9:
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        raise InvalidTypeError(
+            f"{source}: labels are {_KINDS.get(labels.dtype.kind, 'not integers')} (dtype {labels.dtype}); "
+            "they must be integers 0-9, the letters A-J in order (A=0 ... J=9)"
+        )
+    bad = (labels < 0) | (labels > 9)
+    if bad.any():
+        index = int(np.argmax(bad))
         raise InvalidInputError(
-            f"{source}: labels must be integers 0-9, found dtype {labels.dtype} in [{labels.min()}, {labels.max()}]"
+            f"{source}: labels[{index}] = {labels[index]}; labels must be integers 0-9 (A=0 ... J=9)"
         )
 
 
-def _check_npz_sizes(path):
-    """Each array's stored size against the shape its header declares, before NumPy allocates it."""
+#: what labels of a NumPy dtype kind are, in words
+_KINDS = {
+    "U": "text",
+    "S": "bytes",
+    "V": "structured records",
+    "f": "floating-point numbers",
+    "c": "complex numbers",
+    "b": "booleans",
+    "M": "dates",
+    "m": "time spans",
+    "O": "Python objects",
+}
+
+
+def _check_npz_members(path, names, features):
+    """The members ``names`` of an .npz: there, each one's stored size against the shape its header
+    declares, and the memory budget (the images with their ``features`` copy), before NumPy allocates
+    anything."""
     try:
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                shape, dtype = npy_member(archive, info.filename)
-                ensure_fits(math.prod(shape) * dtype.itemsize, f"reading {info.filename} of {path}")
+            keys = sorted(name.removesuffix(".npy") for name in archive.namelist())
+            declared = {name: npy_member(archive, f"{name}.npy") for name in names if name in keys}
     except InvalidInputError as exc:
         raise InvalidInputError(f"{path}: {exc}") from None
     except (ValueError, EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:
         raise InvalidInputError(f"{path}: a member is truncated or corrupt ({exc})") from None
+    if len(declared) < len(names):
+        raise InvalidInputError(
+            f"{path} must hold arrays {' and '.join(map(repr, names))}; found keys: {', '.join(keys) or 'none'}"
+        )
+    for name, (shape, dtype) in declared.items():
+        _ensure_fits(path, shape, dtype, features if name == "images" else None)
 
 
-def read_npz(path: PathArg) -> tuple[np.ndarray, np.ndarray]:
-    """The course's ``notMNIST.npz`` -> (images (n, 28, 28) uint8, labels (n,))."""
+def _read_npz_arrays(path, names, features):
+    """{name: array} of the members ``names`` of an .npz, checked first (:func:`_check_npz_members`)."""
     path = require_file(path, "data file")
     if not zipfile.is_zipfile(path):
         raise InvalidInputError(f"{path} is not a readable .npz file (not a zip archive; truncated or another format)")
-    _check_npz_sizes(path)
+    _check_npz_members(path, names, features)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = sorted(archive.files)
-            if "images" not in keys or "labels" not in keys:
-                raise InvalidInputError(
-                    f"{path} must hold arrays 'images' and 'labels'; found keys: {', '.join(keys) or 'none'}"
-                )
-            images, labels = archive["images"], archive["labels"]
+        with np.load(path, allow_pickle=False) as archive, host_memory_errors(f"reading {path}"):
+            return {name: archive[name] for name in names}
     except ValueError as exc:
-        if isinstance(exc, InvalidInputError):
-            raise
         if "allow_pickle" not in str(exc):  # a truncated or corrupt member
             raise InvalidInputError(f"{path}: a member is truncated or corrupt ({exc})") from None
         raise InvalidInputError(f"{path}: cannot be read without pickle ({exc}); object arrays are refused") from None
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:  # not a zip, truncated
         raise InvalidInputError(f"{path} is not a readable .npz file ({exc})") from None
-    _check_pair(images, labels, path)
-    return images, labels
+
+
+def read_npz(path: PathArg, *, features: DTypeLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The course's ``notMNIST.npz`` -> (images (n, 28, 28) uint8, labels (n,)).
+
+    ``features``: as for :func:`read_idx`."""
+    arrays = _read_npz_arrays(path, ("images", "labels"), features)
+    _check_pair(arrays["images"], arrays["labels"], path)
+    return arrays["images"], arrays["labels"]
+
+
+def read_npz_images(path: PathArg) -> np.ndarray:
+    """Only the ``images`` of an .npz, as they are stored (another member, ``labels`` included, is
+    neither needed nor read)."""
+    return _read_npz_arrays(path, ("images",), None)["images"]
 
 
 def _idx_pairs_in(folder):
@@ -254,7 +331,7 @@ def _first_bad(mask):
 
 def _pixel_table_or_floats(images, dtype):
     """Check the images' values against what their dtype means; returns a function that gives
-    X (rows in ``order``, flattened, scaled to [0, 1], in ``dtype``).
+    the features of some images (``rows``: their indices), flattened, scaled to [0, 1], in ``dtype``.
 
     uint8 (and any integer type holding 0-255) is divided by 255 like the seed; floats must already
     be in [0, 1]; anything else is refused with the offending value and its index.
@@ -274,10 +351,20 @@ def _pixel_table_or_floats(images, dtype):
     if bad is not None and bad.any():
         index = _first_bad(bad)
         raise InvalidInputError(f"images{list(index)} = {images[index].item()!r} (dtype {images.dtype}): {allowed}")
-    n = len(images)
+    flat = images.reshape(len(images), -1)
     if np.issubdtype(images.dtype, np.floating):
-        return lambda order: images.reshape(n, -1)[order].astype(dtype)
-    return lambda order: to_features(images[order], dtype)
+        return lambda rows: flat[rows].astype(dtype)
+    return lambda rows: to_features(flat[rows], dtype)
+
+
+def _features_in_order(features_of, order, n_features, dtype):
+    """X (len(order), n_features) in ``dtype``: ``features_of`` the rows ``order``, a block at a time,
+    so that the images are never copied whole on the way (the memory budget counts X and the images)."""
+    X = np.empty((len(order), n_features), dtype)
+    for start in range(0, len(order), _ROWS_AT_A_TIME):
+        block = order[start : start + _ROWS_AT_A_TIME]
+        X[start : start + len(block)] = features_of(block)
+    return X
 
 
 def split(images: np.ndarray, labels: np.ndarray, *, dtype: str = "float32") -> tuple[Split, Split, Split]:
@@ -287,10 +374,11 @@ def split(images: np.ndarray, labels: np.ndarray, *, dtype: str = "float32") -> 
         raise InvalidInputError(
             f"{n} images are too few to split into train / valid / test; at least {MIN_SAMPLES} are needed"
         )
-    pixels = _pixel_table_or_floats(np.asarray(images), dtype)
+    images = np.asarray(images)
+    features_of = _pixel_table_or_floats(images, dtype)
     order = np.arange(n)
     np.random.RandomState(_SPLIT_SEED).shuffle(order)  # = np.random.seed(521); np.random.shuffle
-    X = pixels(order)
+    X = _features_in_order(features_of, order, images[0].size, dtype)
     y = labels[order].astype(np.int64)
     n_train, n_valid = (10000, 6000) if n > 10000 else (int(0.6 * n), int(0.2 * n))
     cut = (n_train, n_train + n_valid)
@@ -370,9 +458,10 @@ def download_sample(
     return folder
 
 
-def _read_folder(folder):
+def _read_folder(folder, features):
     """(images, labels, source) from a folder: its notMNIST.npz, else its one idx pair; the
-    source names the file chosen, and how many data sets the folder held when more than one."""
+    source names the file chosen, and how many data sets the folder held when more than one.
+    ``features``: as for :func:`read_idx`."""
     npz = folder / "notMNIST.npz"
     candidates = ([npz] if npz.is_file() else []) + [images for images, _ in _idx_pairs_in(folder)]
     if not candidates:
@@ -380,7 +469,7 @@ def _read_folder(folder):
             f"{folder} holds neither notMNIST.npz nor a *{_IMAGES_SUFFIX}[.gz] / *{_LABELS_SUFFIX}[.gz] pair"
         )
     chosen = candidates[0]
-    images, labels = _read_file(chosen)
+    images, labels = _read_file(chosen, features)
     source = str(chosen)
     if len(candidates) > 1:
         others = ", ".join(p.name for p in candidates[1:])
@@ -390,33 +479,43 @@ def _read_folder(folder):
     return images, labels, source
 
 
-def _read_file(source):
-    """(images, labels) from a notMNIST.npz or an idx images file with its labels file beside it."""
-    if source.suffix == ".npz":
-        return read_npz(source)
+def _read_file(source, features):
+    """(images, labels) from a notMNIST.npz or an idx images file with its labels file beside it.
+    ``features``: as for :func:`read_idx`."""
+    if source.suffix.lower() == ".npz":
+        return read_npz(source, features=features)
     if _IMAGES_SUFFIX in source.name:
         labels_file = source.with_name(source.name.replace(_IMAGES_SUFFIX, _LABELS_SUFFIX))
-        return read_idx(source, expected_ndim=3), read_idx(labels_file, expected_ndim=1)
+        return read_idx(source, expected_ndim=3, features=features), read_idx(labels_file, expected_ndim=1)
     require_file(source, "data file")
     raise InvalidInputError(
         f"{source}: not a notMNIST file; expected notMNIST.npz or *{_IMAGES_SUFFIX}[.gz] with its labels file"
     )
 
 
-def load_notmnist(path: PathArg | None = None, *, dtype: str | np.dtype | None = "float32") -> NotMNIST:
+def load_notmnist(
+    path: PathArg | None = None, *, dtype: str | np.dtype | None = "float32", n_features: int | None = None
+) -> NotMNIST:
     """Load and split notMNIST -> :class:`NotMNIST` with ``.train``, ``.valid``, ``.test``.
 
     ``path``: a ``notMNIST.npz``, an idx images file (``*-images-idx3-ubyte[.gz]``, its labels file
     beside it), or a folder holding either; None looks in FASTMLP_DATA, then the sample shipped
     with the package, then the cache (downloading). ``dtype``: float32 (also for None) or float64.
+    ``n_features``: the inputs of the model the data are for; images of another size are refused,
+    naming both sizes.
     """
     dtype = check_dtype("float32" if dtype is None else dtype)
     source = find_data(path)
     with host_memory_errors(f"loading {source}"):
         if source.is_dir():
-            images, labels, source = _read_folder(source)
+            images, labels, source = _read_folder(source, dtype)
         else:
-            images, labels = _read_file(source)
+            images, labels = _read_file(source, dtype)
         _check_pair(images, labels, source)
+        if n_features is not None and images[0].size != n_features:
+            size = " x ".join(map(str, images.shape[1:])) if images.ndim == 3 else f"rows of {images.shape[1]}"
+            raise InvalidInputError(
+                f"{source}: the images are {size} pixels, the model reads {n_features} pixels{as_images(n_features)}"
+            )
         train, valid, test = split(images, labels, dtype=dtype)
     return NotMNIST(train=train, valid=valid, test=test, source=str(source))

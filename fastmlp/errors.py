@@ -87,12 +87,14 @@ class DeviceMemoryError(FastMLPError, MemoryError):
 class HostMemoryError(FastMLPError, MemoryError):
     """The host ran out of memory (or an allocation was refused before it was tried).
 
-    ``bytes_requested`` is the size of the allocation that failed, when known.
+    ``bytes_requested`` is the size of the allocation that failed (or was refused), when known;
+    ``bytes_available`` the memory that was available when it was refused up front.
     """
 
-    def __init__(self, message: str, *, bytes_requested: int | None = None) -> None:
+    def __init__(self, message: str, *, bytes_requested: int | None = None, bytes_available: int | None = None) -> None:
         super().__init__(message)
         self.bytes_requested = bytes_requested
+        self.bytes_available = bytes_available
 
     @classmethod
     def from_exception(cls, exc: MemoryError, doing: str, bytes_requested: int | None = None) -> HostMemoryError:

@@ -10,11 +10,13 @@ folder, each file atomically::
     print(report.table())
     write_report(report, "runs/today", images=X_test)   # confusion.png, mistakes.png, summary.txt/.json
 
-Conventions: the predicted class is the most probable one (the first of equal maxima); the
+Conventions, scikit-learn's (``precision_recall_fscore_support`` with ``labels=None`` and
+``zero_division=0``): the predicted class is the most probable one (the first of equal maxima); the
 confusion matrix counts true classes in rows and predicted classes in columns; a class that is
 never predicted has precision 0 (no division by zero), one that never occurs has recall 0; F1 is
-the harmonic mean of precision and recall (0 when both are 0); the macro averages weight every
-class equally.
+the harmonic mean of precision and recall (0 when both are 0); the macro averages weight equally
+every class that occurs in the labels or the predictions: a class absent from both (a letter the
+data do not hold, never predicted) is left out of them, not averaged in as 0.
 """
 
 from __future__ import annotations
@@ -99,6 +101,15 @@ class Report:
         precision, recall = self.precision, self.recall
         return _ratio(2 * precision * recall, precision + recall)
 
+    @property
+    def present(self) -> np.ndarray:
+        """(K,) bool: the classes the macro averages cover, those in the labels or the predictions."""
+        return (self.confusion.sum(axis=0) + self.confusion.sum(axis=1)) > 0
+
+    def macro(self, measure: np.ndarray) -> float:
+        """The mean of a per-class ``measure`` over the classes present (see the module's conventions)."""
+        return float(measure[self.present].mean())
+
     def confident_mistakes(self, count: int = plotting.MISTAKES_SHOWN) -> np.ndarray:
         """Indices of up to ``count`` wrong predictions, the most confident (highest probability) first."""
         wrong = np.flatnonzero(self.predicted != self.labels)
@@ -115,9 +126,12 @@ class Report:
                 f"{self.f1[k]:6.4f}  {self.support[k]:7d}"
             )
         lines.append(
-            f"{'macro':<{width}}  {self.precision.mean():9.4f}  {self.recall.mean():6.4f}  "
-            f"{self.f1.mean():6.4f}  {self.n:7d}"
+            f"{'macro':<{width}}  {self.macro(self.precision):9.4f}  {self.macro(self.recall):6.4f}  "
+            f"{self.macro(self.f1):6.4f}  {self.n:7d}"
         )
+        absent = [name for name, here in zip(self.classes, self.present, strict=True) if not here]
+        if absent:
+            lines.append(f"(macro: the mean over the {int(self.present.sum())} classes present; {_absent(absent)})")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,19 +152,24 @@ class Report:
             "classes": list(self.classes),
             "per_class": per_class,
             "macro": {
-                "precision": float(self.precision.mean()),
-                "recall": float(self.recall.mean()),
-                "f1": float(self.f1.mean()),
+                "precision": self.macro(self.precision),
+                "recall": self.macro(self.recall),
+                "f1": self.macro(self.f1),
+                "classes": [name for name, here in zip(self.classes, self.present, strict=True) if here],
             },
             "confusion": self.confusion.tolist(),
         }
+
+
+def _absent(names):
+    return f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} neither in the labels nor predicted"
 
 
 def report(model: MLP, X: Any, y: Any) -> Report:
     """Run ``model`` (an :class:`~fastmlp.MLP`) on (X, y) -> :class:`Report`.
 
     One forward pass and one copy to the host (the class probabilities); the rest is NumPy."""
-    labels = check_labels(y, model.n_out, n_samples=len(X))
+    labels = check_labels(y, model.n_out, n_samples=len(X), classes=model.classes)
     return Report(classes=tuple(model.classes), labels=labels, probabilities=model.predict_proba(X))
 
 

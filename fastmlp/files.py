@@ -1,8 +1,10 @@
 """Files: checked before they are read, and written so that a failure never leaves a half-written one.
 
-:func:`require_file` refuses a path that is missing, a folder or not a regular file, in one wording
-for every kind of file; :func:`npy_member` reads the header of an ``.npy`` member of a zip archive
-(an ``.npz`` data set or weights file) and refuses a member holding less data than it declares.
+:func:`require_file` refuses a path that is missing or not a regular file, saying what it is, in one
+wording for every kind of file; :func:`open_member` opens a member of a zip archive (an ``.npz`` data
+set or weights file), refusing one that is encrypted or compressed by a method Python cannot read, and
+:func:`npy_member` reads the header of an ``.npy`` member and refuses one holding less data than it
+declares.
 
 :func:`atomic_write` writes a temporary file in the target folder, flushes it to disk and
 ``os.replace``s it over the target: an interrupted write (exception, Ctrl-C, full disk) leaves the
@@ -24,6 +26,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -39,6 +42,7 @@ from .errors import InvalidInputError, MissingFileError, StorageError
 __all__ = [
     "PathArg",
     "require_file",
+    "open_member",
     "npy_member",
     "atomic_write",
     "write_text",
@@ -57,24 +61,58 @@ _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 # ---------------------------------------------------------------- reading
 def require_file(path: PathArg, what: str) -> Path:
-    """``path`` as a Path when it is a regular file; else a clear error saying what it is instead.
-
-    ``what`` names the file in the message ("data file", "weights file", "image file")."""
+    """``path`` as a Path when it is a regular file (or a link to one); else a clear error saying what
+    it is instead: missing, a folder, a named pipe, a socket, a device, a link to nothing or a link
+    that loops. ``what`` names the file in the message ("data file", "weights file", "image file")."""
     path = Path(path)
-    if path.is_file():
+    try:
+        mode = path.stat().st_mode  # follows links
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise MissingFileError(
+                f"{what} {path} is a symbolic link to {os.readlink(path)}, which does not exist"
+            ) from None
+        raise MissingFileError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InvalidInputError(f"{what} {path} is a symbolic link that loops (it leads back to itself)") from None
+        raise InvalidInputError(f"{what} {path} cannot be opened: {exc.strerror or exc}") from None
+    if stat.S_ISREG(mode):
         return path
-    if not os.path.lexists(path):
-        raise MissingFileError(f"{what} {path} does not exist")
-    if path.is_dir():
-        raise InvalidInputError(f"{what} {path} is a folder, not a file")
-    raise InvalidInputError(f"{what} {path} is not a regular file (a device, pipe, socket or broken link)")
+    raise InvalidInputError(f"{what} {path} is {_NOT_A_FILE.get(stat.S_IFMT(mode), 'not a regular file')}, not a file")
+
+
+#: what a path that is not a regular file is, by its stat type
+_NOT_A_FILE = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def open_member(archive: zipfile.ZipFile, name: str) -> IO[bytes]:
+    """The member ``name`` of a zip archive, open for reading; an InvalidInputError for a member that
+    is encrypted or compressed by a method Python's zipfile cannot read (Deflate64, PPMd, ...)."""
+    try:
+        return archive.open(name)
+    except NotImplementedError as exc:  # zipfile: "That compression method is not supported"
+        method = archive.getinfo(name).compress_type
+        raise InvalidInputError(
+            f"{name} is compressed by zip method {method}, which Python cannot read ({exc}); "
+            "write it stored or deflated (numpy.savez, numpy.savez_compressed)"
+        ) from None
+    except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required for extraction"
+        raise InvalidInputError(f"{name} is encrypted ({exc}); write it without a password") from None
 
 
 def npy_member(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) from the header of the ``.npy`` member ``name`` of a zip archive, before NumPy
-    allocates anything: an InvalidInputError when the member holds less data than its shape needs."""
+    allocates anything: an InvalidInputError when the member holds less data than its shape needs,
+    or cannot be opened (:func:`open_member`)."""
     fmt = np.lib.format
-    with archive.open(name) as member:
+    with open_member(archive, name) as member:
         version = fmt.read_magic(member)
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read_header(member)

@@ -66,7 +66,8 @@ class MLP:
         dtype = check_dtype("float32" if dtype is None else dtype)
         classes = check_classes(classes, n_out)
         doing = f"creating MLP({n_in}, {n_hidden}, {n_out})"
-        ensure_fits(8 * sum(math.prod(s) for s in network.param_shapes(n_in, n_hidden, n_out).values()), doing)
+        n_params = sum(math.prod(s) for s in network.param_shapes(n_in, n_hidden, n_out).values())
+        ensure_fits((8 + np.dtype(dtype).itemsize) * n_params, doing)  # the float64 draw and its cast, at once
         with host_memory_errors(doing):  # drawn in float64 on the host, then cast
             host_params = network.init_params(n_in, n_hidden, n_out, seed=int(seed), dtype=dtype)
             self._setup(host_params, backend, dtype, classes, precision, cuda_graphs)

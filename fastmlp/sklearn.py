@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised in an environment wit
 
 from .arguments import check_positive_int
 from .backends import get_backend
-from .errors import InvalidInputError
+from .errors import FastMLPError, InvalidInputError, InvalidTypeError
 from .mlp import MLP
 from .train import History
 
@@ -130,7 +130,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _new_model(self, n_features):
-        return MLP(n_features, self.hidden, len(self.classes_), backend=self.backend, dtype=self.dtype, seed=self.seed)
+        """The network, an argument MLP refuses named as this estimator's parameter (``hidden``)."""
+        try:
+            return MLP(
+                n_features, self.hidden, len(self.classes_), backend=self.backend, dtype=self.dtype, seed=self.seed
+            )
+        except FastMLPError as exc:
+            name = _PARAMETERS.get(exc.parameter or "")
+            if name is None:
+                raise
+            raise type(exc)(exc.naming(name), parameter=name) from None
 
     def _split(self, X, labels):
         """(X_train, labels_train, X_valid, labels_valid): the held-out part is None without a split."""
@@ -183,7 +192,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
 def _encode_labels(y):
     """(sorted distinct labels, y as indices into them); scikit-learn's message for regression targets."""
-    check_classification_targets(y)
+    _check_targets(y)
     classes, labels = np.unique(y, return_inverse=True)
     if len(classes) < 2:
         raise InvalidInputError(
@@ -193,9 +202,22 @@ def _encode_labels(y):
     return classes, labels.reshape(-1).astype(np.int64)
 
 
+def _check_targets(y):
+    """scikit-learn's check of classification targets; labels that cannot be sorted (strings mixed with
+    numbers) are a clear error rather than the TypeError of sorting them."""
+    try:
+        check_classification_targets(y)
+    except TypeError:
+        kinds = sorted({type(label).__name__ for label in np.asarray(y, dtype=object).ravel()})
+        raise InvalidTypeError(
+            f"y mixes labels of the types {', '.join(kinds)}, which cannot be sorted; use labels of one type "
+            "(all strings or all numbers)"
+        ) from None
+
+
 def _labels_in(classes, y):
     """y as indices into ``classes``; a label that is not one of them is an error."""
-    check_classification_targets(y)
+    _check_targets(y)
     indices = np.searchsorted(classes, y).clip(0, len(classes) - 1)
     unknown = classes[indices] != y
     if unknown.any():
@@ -219,6 +241,9 @@ def expected_failed_checks(estimator: MLPClassifier) -> dict[str, str]:
     (since scikit-learn 1.6 expected failures are given there, not in the estimator's tags)."""
     return dict(_EXPECTED_FAILURES)
 
+
+#: an argument of MLP -> this estimator's parameter that sets it
+_PARAMETERS = {"n_hidden": "hidden"}
 
 #: check name -> why MLPClassifier does not pass it
 _EXPECTED_FAILURES: dict[str, str] = {}

@@ -9,9 +9,12 @@ backend, dtype, precision). Files without them (written by fastmlp 0.1.0) are st
 readers that do not know them ignore them, so the format version stays 1.
 
 Saving goes through :func:`fastmlp.files.atomic_write`: an interrupted save (exception, Ctrl-C,
-full disk) leaves the old file as it was. Loading reads the zip's directory first and refuses members
-larger than the declared shapes before decompressing anything; arrays are read with
-``allow_pickle=False``, so no code in a file ever runs.
+full disk) leaves the old file as it was. Loading reads the zip's directory first and, before
+decompressing anything, refuses members larger than the declared shapes, arrays inflating more than
+100 times their stored size (a bomb: trained weights barely compress), members encrypted or
+compressed by a method Python cannot read, and arrays that with the model's copy of them would not
+fit in the memory available; arrays are read with ``allow_pickle=False``, so no code in a file ever
+runs.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .arguments import DTYPES, PRECISIONS, array_problems, classes_problem, layout_problems
-from .errors import InvalidInputError
-from .files import PathArg, atomic_write, npy_member, require_file
+from .errors import InvalidInputError, format_bytes
+from .files import PathArg, atomic_write, npy_member, open_member, require_file
 from .memory import ensure_fits, host_memory_errors
 from .network import PARAM_NAMES
 
@@ -37,6 +40,10 @@ FORMAT_VERSION = 1
 _METADATA = "metadata.json"
 _MAX_METADATA_BYTES = 64 * 1024
 _MAX_NPY_HEADER_BYTES = 4096
+#: arrays inflating more than this many times their stored size are refused: trained weights (random-looking
+#: floats) compress by a few percent; only a file of mostly zeros or repeats does better (a bomb)
+_MAX_INFLATION = 100
+_SMALL_ARRAYS = 1 << 20  # arrays this small (in total, stored) are never a bomb worth refusing
 
 
 def _write_member(archive, name, array):
@@ -74,8 +81,13 @@ def _read_metadata(archive, path):
     if info.file_size > _MAX_METADATA_BYTES:
         raise InvalidInputError(f"{path}: {_METADATA} is {info.file_size} bytes, more than a weights file's metadata")
     try:
-        metadata = json.loads(archive.read(info).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        with open_member(archive, _METADATA) as member:
+            metadata = json.loads(member.read(_MAX_METADATA_BYTES + 1).decode("utf-8"))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: {exc}") from None
+    except RecursionError:  # JSON nested thousands deep: no weights file's metadata looks like that
+        raise InvalidInputError(f"{path}: {_METADATA} is nested too deeply to be a weights file's metadata") from None
+    except (ValueError, UnicodeDecodeError, zipfile.BadZipFile, OSError, EOFError) as exc:
         raise InvalidInputError(f"{path}: {_METADATA} is not valid JSON ({exc})") from None
     if not isinstance(metadata, dict):
         raise InvalidInputError(f"{path}: {_METADATA} must hold a JSON object")
@@ -151,17 +163,26 @@ def _check_member_names(members, problems):
 
 
 def _check_member_sizes(declared, members, itemsize, problems):
-    """Each member's stated size against its declared shape, before decompressing anything."""
+    """Each member's stated size against its declared shape, and the arrays' size against what the
+    file stores them in, before decompressing anything."""
+    inflated = stored = 0
     for name, shape in declared.items():
         info = members.get(f"{name}.npy")
         if info is None:
             continue
+        inflated, stored = inflated + info.file_size, stored + info.compress_size
         payload = math.prod(shape) * itemsize
         if info.file_size > payload + _MAX_NPY_HEADER_BYTES:
             problems.append(
                 f"{name}.npy would decompress to {info.file_size} bytes, more than its declared "
                 f"shape {shape} allows ({payload + _MAX_NPY_HEADER_BYTES}); refused without decompressing"
             )
+    if inflated > _MAX_INFLATION * max(stored, _SMALL_ARRAYS):
+        problems.append(
+            f"its arrays would decompress to {format_bytes(inflated)} from {format_bytes(stored)} "
+            f"({inflated // max(stored, 1)} times): trained weights compress less than {_MAX_INFLATION} times, "
+            "so this is refused as a decompression bomb, without decompressing"
+        )
 
 
 def _read_member(archive, name, declared_shape, problems):
@@ -174,7 +195,7 @@ def _read_member(archive, name, declared_shape, problems):
         if shape != declared_shape:  # checked before NumPy allocates what the header says
             problems.append(f"{name} has shape {shape}, metadata says {declared_shape}")
             return None
-        with archive.open(f"{name}.npy") as member:
+        with open_member(archive, f"{name}.npy") as member:
             return np.lib.format.read_array(member, allow_pickle=False)
     except InvalidInputError as exc:
         problems.append(str(exc))
@@ -215,7 +236,9 @@ def load_weights(path: PathArg) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         _check_member_names(members, problems)
         _check_member_sizes(declared, members, np.dtype(dtype).itemsize if dtype else 8, problems)
         refuse(problems)
-        ensure_fits(sum(math.prod(shape) for shape in declared.values()) * np.dtype(dtype).itemsize, f"loading {path}")
+        arrays_bytes = sum(math.prod(shape) for shape in declared.values()) * np.dtype(dtype).itemsize
+        # the arrays read, and the model's own copy of them
+        ensure_fits(2 * arrays_bytes, f"loading {path}", hint="free memory, or use a smaller model")
         with host_memory_errors(f"loading {path}"):
             params = {name: _read_member(archive, name, declared[name], problems) for name in PARAM_NAMES}
         params = {name: array for name, array in params.items() if array is not None}

@@ -8,6 +8,9 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -68,3 +71,35 @@ def write_idx(path, array, *, magic=None, dtype_byte=0x08, compress=None):
         data = gzip.compress(data)
     path.write_bytes(data)
     return path
+
+
+#: runs a command as its own child and writes that child's peak resident memory (ru_maxrss) to a
+#: file: measured from a small process, since Linux counts in a process's peak the memory of the
+#: process it was forked from (the test runner) up to its exec
+_MEASURE = """
+import os, resource, sys
+report, limit, command = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+pid = os.fork()
+if pid == 0:
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    os.execvp(command[0], command)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as handle:
+    handle.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_measured(args, *, env=None, limit_address_space=None, timeout=300):
+    """Run the command ``args`` -> (CompletedProcess with text stdout and stderr, the peak resident
+    memory of that command in bytes).
+
+    ``limit_address_space``: bytes of address space (``ulimit -v``) the command gets."""
+    with tempfile.TemporaryDirectory() as folder:
+        report = os.path.join(folder, "maxrss")
+        measured = [sys.executable, "-c", _MEASURE, report, str(limit_address_space or 0), *args]
+        result = subprocess.run(measured, capture_output=True, text=True, env=env, timeout=timeout)
+        with open(report) as handle:
+            peak = int(handle.read())
+    return result, peak * (1 if sys.platform == "darwin" else 1024)

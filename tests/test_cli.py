@@ -247,7 +247,7 @@ def _bad_data(kind, folder):
 
 BAD_DATA = {
     "wrong magic": "wrong magic number 0x08030000, expected 0x00000803",
-    "labels outside 0-9": r"labels must be integers 0-9, found dtype uint8 in \[0, 12\]",
+    "labels outside 0-9": r"labels\[\d+\] = 12; labels must be integers 0-9 \(A=0 ... J=9\)",
     "count mismatch": "20 images but 18 labels",
     "npz missing keys": "must hold arrays 'images' and 'labels'; found keys: labels, pictures",
     "npz object arrays": "object arrays are refused",

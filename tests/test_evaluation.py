@@ -114,6 +114,40 @@ def test_the_table_shows_letters(report):
     assert int(lines[-1].split()[-1]) == 2000
 
 
+def test_the_macro_row_averages_the_letters_present_as_scikit_learn_does(trained_model, notmnist):
+    """Images of the letters A-E read as one of A-E: F-J are neither in the labels nor predicted, and
+    are left out of the macro averages (scikit-learn's labels=None), not averaged in as 0."""
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn is not installed")
+    X, y = notmnist.test
+    some = (y < 5) & (trained_model.predict(X) < 5)
+    report = evaluation.report(trained_model, X[some], y[some])
+    assert report.present.tolist() == [True] * 5 + [False] * 5
+    expected = metrics.precision_recall_fscore_support(y[some], report.predicted, average="macro", zero_division=0)
+    macro = report.to_dict()["macro"]
+    assert [macro["precision"], macro["recall"], macro["f1"]] == pytest.approx(expected[:3], abs=1e-12)
+    assert macro["classes"] == [LETTERS[k] for k in sorted(set(y[some]) | set(report.predicted))]
+    assert macro["f1"] > 0.8 and report.accuracy > 0.8  # the letters present are read well
+    table = report.table().splitlines()
+    assert table[-2].split()[1:4] == [f"{macro['precision']:.4f}", f"{macro['recall']:.4f}", f"{macro['f1']:.4f}"]
+    absent = [LETTERS[k] for k in range(10) if not report.present[k]]
+    assert table[-1] == (
+        f"(macro: the mean over the {10 - len(absent)} classes present; {', '.join(absent)} "
+        f"{'is' if len(absent) == 1 else 'are'} neither in the labels nor predicted)"
+    )
+
+
+def test_a_class_absent_from_labels_and_predictions_is_left_out_of_the_macro_averages():
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1]])
+    report = evaluation.Report(classes=("a", "b", "c"), labels=np.array([0, 1, 1, 1]), probabilities=probabilities)
+    # a: precision 1/2, recall 1; b: precision 1, recall 2/3; c: absent, never predicted
+    assert report.to_dict()["macro"] == {
+        "precision": pytest.approx((1 / 2 + 1) / 2),
+        "recall": pytest.approx((1 + 2 / 3) / 2),
+        "f1": pytest.approx((2 / 3 + 4 / 5) / 2),
+        "classes": ["a", "b"],
+    }
+
+
 def assert_png(path, size):
     with Image.open(path) as image:
         assert image.format == "PNG"

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 import fastmlp
 from fastmlp import datasets, network
 from fastmlp.errors import FastMLPError, HostMemoryError, InvalidInputError, InvalidTypeError, StorageError
 
-from .helpers import write_idx
+from .helpers import run_measured, write_idx
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,7 +121,9 @@ def test_a_header_promising_gigabytes_allocates_only_what_arrives(tmp_path):
     tracemalloc.start()
     try:
         with pytest.raises(
-            InvalidInputError, match=r"payload is 5000 bytes, the header's shape \(3000000, 28, 28\) needs 2352000000"
+            InvalidInputError,
+            match=r"is not a readable gzip file \(truncated or corrupt: the header's shape \(3000000, 28, 28\) "
+            r"needs 2352000000 bytes, more than a \d+-byte gzip file can hold, deflate inflating at most 1032 times\)",
         ):
             datasets.read_idx(path)
         peak = tracemalloc.get_traced_memory()[1]
@@ -145,12 +148,12 @@ def test_a_folder_or_non_regular_file_is_named_as_such(tmp_path, kind):
     weights = tmp_path / "w.npz"
     for p in (path, weights):
         os.mkdir(p) if kind == "folder" else os.mkfifo(p)
-    expected = "is a folder" if kind == "folder" else "is not a regular file"
+    expected = "is a folder, not a file" if kind == "folder" else r"is a named pipe \(FIFO\), not a file"
     with pytest.raises(InvalidInputError, match=expected):
         datasets.read_idx(path)
     with pytest.raises(InvalidInputError, match=expected):
         datasets.read_npz(weights)
-    with pytest.raises(InvalidInputError, match=f"weights file {weights} " + expected.replace("is not", "is not")):
+    with pytest.raises(InvalidInputError, match=f"weights file {weights} {expected}"):
         fastmlp.MLP.load(weights)
 
 
@@ -195,8 +198,11 @@ def test_a_model_too_big_for_the_host_is_a_host_memory_error():
         fastmlp.MLP(784, 10**9, 10)
     error = raised.value
     assert isinstance(error, MemoryError) and isinstance(error, FastMLPError)
-    assert error.bytes_requested == 8 * (784 * 10**9 + 10**9 * 10 + 10**9 + 10)
-    assert "creating MLP(784, 1000000000, 10) needs 5.78 TiB" in str(error) and "smaller model" in str(error)
+    n_params = 784 * 10**9 + 10**9 * 10 + 10**9 + 10
+    assert error.bytes_requested == (8 + 4) * n_params  # drawn in float64, cast to float32, both at once
+    assert 0 < error.bytes_available < error.bytes_requested
+    assert "creating MLP(784, 1000000000, 10) needs 8.68 TiB" in str(error) and "smaller model" in str(error)
+    assert "of memory available now" in str(error)
 
 
 def _weights_file(path, shapes, arrays):
@@ -437,3 +443,207 @@ def test_running_out_of_host_memory_in_fit_is_a_host_memory_error():
         "True 1600000000 out of memory training: 1.49 GiB (1600000000 bytes) could not "
         "be allocated; free memory, or use a smaller model or data set"
     )
+
+
+# ------------------------------------------------------- row 43: labels that are not integers
+def small_model_file(path, n_out=10, classes=None):
+    fastmlp.MLP(784, 4, n_out, classes=classes).save(path)
+    return path
+
+
+#: labels of a dtype that is not an integer -> the words the error line must hold
+LABELS_NOT_INTEGERS = {
+    "letters": (np.array(list("ABCDE")), "labels are text (dtype <U1)"),
+    "structured": (np.zeros(5, dtype=[("letter", "U1"), ("score", "f4")]), "labels are structured records"),
+    "strings and floats": (np.array(["A", 1.0, 2.5, "B", 3.0]), "labels are text (dtype <U32)"),
+}
+
+
+@pytest.mark.parametrize("case", LABELS_NOT_INTEGERS, ids=list(LABELS_NOT_INTEGERS))
+def test_row43_labels_that_are_not_integers_are_one_error_line_naming_the_dtype(tmp_path, case):
+    labels, words = LABELS_NOT_INTEGERS[case]
+    data = tmp_path / "data.npz"
+    np.savez(data, images=pixels(np.uint8, n=5), labels=labels)
+    model_file = small_model_file(tmp_path / "model.npz")
+    for command in (
+        ["evaluate", str(model_file), "--data", str(data), "--out", str(tmp_path / "evaluated")],
+        ["train", "--epochs", "1", "--hidden", "4", "--data", str(data), "--out", str(tmp_path / "trained")],
+    ):
+        result = cli(*command)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"fastmlp: error: {data}: {words}"), lines
+        assert lines[0].endswith("they must be integers 0-9, the letters A-J in order (A=0 ... J=9)")
+    predicted = cli("predict", str(model_file), str(data))  # predict does not use the labels
+    assert predicted.returncode == 0, predicted.stderr
+    assert len(predicted.stdout.splitlines()) == 5
+
+
+# ---------------------------------------- row 45: zip members Python cannot read, deep metadata
+def claim_in_zip(path, member, *, method=None, encrypted=False):
+    """Make the zip archive at ``path`` claim that ``member`` is compressed by ``method`` (a zip method
+    number) or encrypted, in its local header and its central directory entry (its bytes unchanged)."""
+    data = bytearray(path.read_bytes())
+    name = member.encode()
+    with zipfile.ZipFile(path) as archive:
+        local = archive.getinfo(member).header_offset
+    central = next(
+        at
+        for at in range(len(data) - 4)
+        if data[at : at + 4] == b"PK\x01\x02" and data[at + 46 : at + 46 + len(name)] == name
+    )
+    for flags_at in (local + 6, central + 8):  # then the method, 2 bytes further
+        if encrypted:
+            data[flags_at] |= 0x01
+        if method is not None:
+            data[flags_at + 2 : flags_at + 4] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def deep_metadata(path):
+    """A weights file whose metadata.json (under 64 KiB) nests 30,000 lists."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["metadata.json"] = b"[" * 30_000 + b"]" * 30_000
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("weights, Deflate64", "W1.npy is compressed by zip method 9, which Python cannot read"),
+        ("weights, encrypted", "W1.npy is encrypted"),
+        ("weights, PPMd metadata", "metadata.json is compressed by zip method 98, which Python cannot read"),
+        ("weights, deep metadata", "metadata.json is nested too deeply to be a weights file's metadata"),
+        ("images, Deflate64", "images.npy is compressed by zip method 9, which Python cannot read"),
+        ("images, encrypted", "images.npy is encrypted"),
+    ],
+)
+def test_row45_zip_members_python_cannot_read_are_one_error_line(tmp_path, case, words):
+    model_file = small_model_file(tmp_path / "model.npz")
+    images = tmp_path / "images.npz"
+    np.savez(images, images=pixels(np.uint8, n=3))
+    member = {"weights": "W1.npy", "images": "images.npy"}[case.split(",")[0]]
+    target = model_file if case.startswith("weights") else images
+    if "metadata" in case:
+        member = "metadata.json"
+    if "deep" in case:
+        deep_metadata(model_file)
+    else:
+        claim_in_zip(
+            target, member, method={"D": 9, "P": 98}.get(case.split(", ")[1][0]), encrypted="encrypted" in case
+        )
+    result = cli("predict", str(model_file), str(images))
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fastmlp: error: {target}") and words in lines[0], lines
+
+
+# ------------------------------------------------- row 47: one memory budget for every input
+#: the most memory any command of these tests may take (the project's promise for its own test files)
+PEAK_LIMIT = 600 << 20
+
+
+def fastmlp_command(*args):
+    return [sys.executable, "-m", "fastmlp", *args]
+
+
+def zeros_npz(path, **shapes):
+    """An .npz of uint8 zeros of these shapes, deflated, written a chunk at a time (never held whole)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, shape in shapes.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                for start in range(0, int(np.prod(shape)), 1 << 24):
+                    member.write(bytes(min(1 << 24, int(np.prod(shape)) - start)))
+    return path
+
+
+def test_row47_large_images_are_refused_or_reduced_early_within_600_mb(tmp_path):
+    model_file = small_model_file(tmp_path / "model.npz")
+    one_bit = Image.new("1", (9400, 9400), 0)
+    ImageDraw.Draw(one_bit).rectangle((3000, 2000, 6000, 7000), fill=1)
+    one_bit.save(tmp_path / "huge-1bit.png")  # 18 KB, 88.4 megapixels
+    deep = np.zeros((7000, 7000), np.uint16)
+    deep[1500:5500, 2500:4500] = 65535
+    Image.fromarray(deep).save(tmp_path / "large-16bit.png")  # 49 megapixels, just under the limit
+    Image.new("RGB", (8000, 6000), "white").save(tmp_path / "photo.jpg", quality=80)
+    result, peak = run_measured(fastmlp_command("predict", str(model_file), str(tmp_path / "huge-1bit.png")))
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"fastmlp: error: {tmp_path / 'huge-1bit.png'} is 9400 x 9400 pixels (88.4 megapixels); a letter's image "
+        "may have at most 50 megapixels: scale it down"
+    ]
+    assert peak < 200 << 20, peak  # refused from the header: nothing decoded
+    for name in ("large-16bit.png", "photo.jpg"):
+        result, peak = run_measured(fastmlp_command("predict", str(model_file), str(tmp_path / name)))
+        assert peak < PEAK_LIMIT, (name, peak)
+        assert result.returncode == (0 if name.endswith("png") else 2), result.stderr
+    assert "photo.jpg: the image is blank" in result.stderr  # a white JPEG, decoded at an eighth of its size
+
+
+def test_row47_an_npz_image_set_is_predicted_a_batch_at_a_time_within_600_mb(tmp_path):
+    model_file = small_model_file(tmp_path / "model.npz")
+    blank = zeros_npz(tmp_path / "blank.npz", images=(200_000, 28, 28))  # 157 MB of images in ~150 KB
+    assert blank.stat().st_size < 1 << 20
+    result, peak = run_measured(fastmlp_command("predict", "--top", "1", str(model_file), str(blank)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 200_000 and lines[-1].startswith(f"{blank}[199999]: ")
+    assert peak < PEAK_LIMIT, peak
+
+
+def test_row47_what_needs_more_memory_than_is_available_is_refused_up_front_with_both_figures(tmp_path):
+    """Under an address-space limit of 1.5 GiB: evaluate on 500,000 images (392 MB) needs their float32
+    copy too (1.57 GB): refused before anything large is read."""
+    model_file = small_model_file(tmp_path / "model.npz")
+    data = zeros_npz(tmp_path / "big.npz", images=(500_000, 28, 28), labels=(500_000,))
+    out = tmp_path / "evaluated"
+    result, peak = run_measured(
+        fastmlp_command("evaluate", str(model_file), "--data", str(data), "--out", str(out)),
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        limit_address_space=1536 << 20,
+    )
+    assert result.returncode == 2 and not out.exists()
+    (line,) = result.stderr.splitlines()
+    needed = 500_000 * 784 * (1 + 4)
+    assert line.startswith(
+        f"fastmlp: error: reading {data} (an array of shape (500000, 28, 28) and its float32 copy) "
+        f"needs 1.83 GiB ({needed} bytes) at its peak, more than the "
+    ), line
+    assert line.endswith("of memory available now; free memory, or use a smaller data set")
+    available = int(re.search(r"more than the [\d.]+ [KMG]iB \((\d+) bytes\)", line).group(1))
+    assert 0 < available < needed
+    assert peak < 300 << 20  # refused before the images were read
+
+
+def test_row47_a_weights_file_inflating_1000_times_is_refused_before_decompressing(tmp_path):
+    shapes = {"W1": [784, 50_000], "b1": [50_000], "W2": [50_000, 10], "b2": [10]}
+    zeros = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
+    path = tmp_path / "zeros.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in zeros.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array(member, array)
+        archive.writestr(
+            "metadata.json",
+            json.dumps({"format": "fastmlp-weights", "format_version": 1, "dtype": "float32", "shapes": shapes}),
+        )
+    assert path.stat().st_size < 1 << 20  # 159 MB of zeros
+    result, peak = run_measured(fastmlp_command("predict", str(path), str(tmp_path / "any.png")))
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert "its arrays would decompress to 152 MiB" in result.stderr
+    assert "refused as a decompression bomb, without decompressing" in result.stderr
+    assert peak < 200 << 20
+
+
+def test_row47_bench_refuses_sizes_beyond_the_memory_before_timing_anything():
+    result = cli("bench", "--backends", "numpy", "--n", "3000000")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(
+        "fastmlp: error: bench with --n 3000000, --valid 2000, --hidden 1000 on 1 host backend(s) needs 75.8 GiB"
+    )
+    assert result.stderr.rstrip().endswith("use a smaller --n, --valid or --hidden, or fewer --backends")

@@ -94,9 +94,11 @@ def test_a_data_image_saved_as_png_reads_back_unchanged_and_predicts_the_same(no
 
 
 def test_auto_polarity_reads_the_border_and_inverts_dark_ink(notmnist, tmp_path):
-    originals, _ = data_images(notmnist, 400)
+    originals, _ = data_images(notmnist, 2000)
     dark_bordered = [
-        i for i, image in enumerate(originals) if fills_frame(image) and border_dark_fraction(image) >= 0.9
+        i
+        for i, image in enumerate(originals)
+        if fills_frame(image) and border_dark_fraction(image) >= images.PAPER_BORDER
     ]
     assert len(dark_bordered) >= 10
     for i in dark_bordered[:10]:
@@ -165,9 +167,6 @@ def refusals(tmp_path, notmnist):
     """name -> (a bad image file, the error class, a fragment of its message)."""
     blank = tmp_path / "blank.png"
     Image.new("L", (50, 50), 200).save(blank)
-    touching, _ = data_images(notmnist, 400)
-    mixed = next(image for image in touching if 0.3 < border_dark_fraction(image) < 0.7)
-    Image.fromarray(mixed).save(tmp_path / "touching.png")
     word = tmp_path / "word.png"
     image = Image.new("L", (400, 100), 255)
     ImageDraw.Draw(image).text((200, 50), "ABCD", fill=0, font=font(70), anchor="mm")
@@ -181,7 +180,6 @@ def refusals(tmp_path, notmnist):
     (tmp_path / "truncated.png").write_bytes((tmp_path / "whole.png").read_bytes()[:200])
     return {
         "blank": (blank, InvalidInputError, "blank"),
-        "letter touching the edges": (tmp_path / "touching.png", InvalidInputError, "--ink light or --ink dark"),
         "a word": (word, InvalidInputError, "wide"),
         "a speck": (speck, InvalidInputError, "pixels"),
         "not an image": (tmp_path / "text.png", InvalidInputError, "not an image"),
@@ -201,7 +199,7 @@ def test_images_that_would_need_a_guess_are_refused(tmp_path, notmnist):
 def test_predict_command_refuses_bad_images_in_one_line(tmp_path, notmnist, trained_model_file):
     good = render("A", tmp_path / "good.png")
     cases = refusals(tmp_path, notmnist)
-    for name in ("blank", "a word", "not an image", "missing", "letter touching the edges"):
+    for name in ("blank", "a word", "not an image", "missing"):
         path, _, fragment = cases[name]
         result = fastmlp_cli("predict", str(trained_model_file), str(good), str(path))
         assert_one_line_error(result, fragment)
@@ -291,3 +289,185 @@ def test_bad_class_names_are_refused(trained_model, tmp_path, classes):
     with pytest.raises(InvalidInputError, match="classes"):
         fastmlp.MLP.from_params(trained_model.params, classes=classes)
     assert os.path.exists(tmp_path / "bad.npz")
+
+
+# ------------------------------------------------- row 52: images in the data's own style
+def read_or_none(path):
+    """read_image(path), or None where it refuses the image."""
+    try:
+        return images.read_image(path)
+    except InvalidInputError:
+        return None
+
+
+def test_row52_the_samples_own_images_as_png_files_agree_with_their_arrays(notmnist, trained_model, tmp_path):
+    """The test split's images saved as PNG files (28 x 28, and scaled to 112 x 112), read with the
+    default options, are predicted as their arrays are for at least 99% of them. Blank images (no
+    letter to see: 40 uniform light squares) are refused, as a blank canvas must be."""
+    originals, _ = data_images(notmnist, 2000)
+    letters = [i for i, image in enumerate(originals) if int(image.max()) - int(image.min()) >= images.MIN_CONTRAST]
+    assert len(letters) == 1960
+    direct = trained_model.predict(notmnist.test[0][letters])
+    scalings = {
+        "28 x 28": lambda image: image,
+        "112 x 112, pixels repeated": lambda image: image.resize((112, 112), Image.Resampling.NEAREST),
+        "112 x 112, bicubic": lambda image: image.resize((112, 112)),  # Pillow's default
+    }
+    agreement = {}
+    for name, scale in scalings.items():
+        paths = [tmp_path / f"{i}-{name.split(',')[-1].strip()}.png" for i in letters]
+        for i, path in zip(letters, paths, strict=True):
+            scale(Image.fromarray(originals[i])).save(path)
+        read = [read_or_none(path) for path in paths]
+        kept = [k for k, image in enumerate(read) if image is not None]  # a refused image counts as a disagreement
+        predicted = trained_model.predict(np.stack([read[k] for k in kept]).reshape(-1, 784) / 255)
+        agreement[name] = float(np.sum(predicted == direct[kept]) / len(letters))
+    assert agreement["28 x 28"] >= 0.99 and agreement["112 x 112, pixels repeated"] >= 0.99, agreement
+    # a smooth enlargement blurs the glyph itself: even resizing the whole frame back with Lanczos
+    # (what the rule does to a letter that fills it) changes some answers; the rule loses little more
+    smoothed = [
+        Image.fromarray(originals[i]).resize((112, 112)).resize((28, 28), Image.Resampling.LANCZOS) for i in letters
+    ]
+    resized = trained_model.predict(np.stack([np.asarray(image) for image in smoothed]).reshape(-1, 784) / 255)
+    assert agreement["112 x 112, bicubic"] >= np.mean(resized == direct) - 0.005, agreement
+
+
+def test_row52_a_letter_filling_the_frame_is_read_whole_and_one_with_margins_is_cropped(tmp_path):
+    """A light H on black whose stems are the frame's left and right edges (its border part ink, part
+    background, as most of the data's) comes through unchanged; the same H drawn dark on white with
+    margins is inverted, cropped to the letter and stretched to the same shape."""
+    letter = np.zeros((28, 28), np.uint8)
+    letter[:, :7] = letter[:, 21:] = letter[11:17] = 255
+    Image.fromarray(letter).save(tmp_path / "filled.png")
+    assert 0.1 < border_dark_fraction(letter) < 0.9
+    np.testing.assert_array_equal(images.read_image(tmp_path / "filled.png"), letter)
+    paper = Image.new("L", (200, 200), 255)
+    paper.paste(Image.fromarray(255 - letter).resize((84, 112), Image.Resampling.NEAREST), (58, 44))
+    paper.save(tmp_path / "margins.png")
+    cropped = images.read_image(tmp_path / "margins.png")  # resized from 84 x 112 (Lanczos rings a little)
+    np.testing.assert_array_equal(cropped > 127, letter > 127)
+
+
+# ------------------------------------------------------- row 51: unusual, not blank
+def test_row51_a_float_tiff_with_values_in_0_to_1_is_read_like_its_8_bit_image(tmp_path):
+    eight = render("E", tmp_path / "E.png")
+    levels = np.asarray(Image.open(eight), dtype=np.float32) / 255
+    Image.fromarray(levels).save(tmp_path / "E.tif")
+    assert Image.open(tmp_path / "E.tif").mode == "F"
+    np.testing.assert_array_equal(images.read_image(tmp_path / "E.tif"), images.read_image(eight))
+    Image.fromarray(levels * 255).save(tmp_path / "E255.tif")  # floats already 0-255 are taken as they are
+    np.testing.assert_array_equal(images.read_image(tmp_path / "E255.tif"), images.read_image(eight))
+    Image.fromarray(levels * 1000 - 3).save(tmp_path / "odd.tif")
+    with pytest.raises(InvalidInputError, match=r"pixel values run from -3.0 to 997.0; .* within 0-1 or 0-255"):
+        images.read_image(tmp_path / "odd.tif")
+
+
+def test_row51_a_light_letter_on_a_transparent_background_is_read(trained_model, tmp_path):
+    paths = [
+        render(letter, tmp_path / f"{letter}.png", ink=(255, 255, 255, 255), paper=(0, 0, 0, 0), mode="RGBA")
+        for letter in LETTERS
+    ]
+    dark = render("A", tmp_path / "dark.png", ink=(0, 0, 0, 255), paper=(0, 0, 0, 0), mode="RGBA")
+    on_white = render("A", tmp_path / "on-white.png")
+    np.testing.assert_array_equal(images.read_image(paths[0]), images.read_image(on_white))
+    np.testing.assert_array_equal(images.read_image(dark), images.read_image(on_white))
+    read = "".join(p.letter for p in trained_model.predict_images(paths))
+    assert sum(a == b for a, b in zip(read, LETTERS, strict=True)) >= 9, read
+
+
+def test_row51_an_animation_is_read_from_its_first_frame_with_a_letter(tmp_path):
+    blank = Image.new("L", (100, 100), 255)
+    letter = Image.open(render("B", tmp_path / "B.png", size=(100, 100), glyph=80))
+    blank.save(tmp_path / "late.gif", save_all=True, append_images=[letter], duration=100)
+    assert Image.open(tmp_path / "late.gif").n_frames == 2
+    np.testing.assert_array_equal(images.read_image(tmp_path / "late.gif"), images.read_image(tmp_path / "B.png"))
+    blank.save(tmp_path / "empty.gif", save_all=True, append_images=[Image.new("L", (100, 100), 250)])
+    with pytest.raises(InvalidInputError, match=r"the image is blank .*; all 2 frames looked at are blank\)"):
+        images.read_image(tmp_path / "empty.gif")
+
+
+# ------------------------------------------------------------- row 48: not a file
+def test_row48_a_fifo_a_link_loop_or_a_dangling_link_is_named_as_what_it_is(tmp_path):
+    model = tmp_path / "model.npz"
+    fastmlp.MLP(784, 4, 10).save(model)
+    os.mkfifo(tmp_path / "pipe.png")
+    os.symlink("loop.png", tmp_path / "loop.png")
+    os.symlink("nowhere.png", tmp_path / "dangling.png")
+    expected = {
+        "pipe.png": "is a named pipe (FIFO), not a file",
+        "loop.png": "is a symbolic link that loops (it leads back to itself)",
+        "dangling.png": "is a symbolic link to nowhere.png, which does not exist",
+    }
+    for name, words in expected.items():
+        assert_one_line_error(
+            fastmlp_cli("predict", str(model), str(tmp_path / name)), f"image file {tmp_path / name} {words}"
+        )
+
+
+# --------------------------------------------------- row 49: sizes in the user's terms
+def test_row49_sizes_that_do_not_match_the_model_are_named_as_image_sizes(tmp_path, notmnist):
+    model = tmp_path / "model.npz"
+    fastmlp.MLP(784, 4, 10).save(model)
+    small = tmp_path / "small.npz"
+    np.savez(small, images=np.zeros((10, 20, 20), np.uint8), labels=np.arange(10))
+    for command in (["evaluate", str(model), "--data", str(small)], ["train", "--epochs", "1", "--data", str(small)]):
+        result = fastmlp_cli(*command, "--out", str(tmp_path / command[0]))
+        assert result.returncode == 2 and result.stderr.splitlines() == [
+            f"fastmlp: error: {small}: the images are 20 x 20 pixels, the model reads 784 pixels (28 x 28 images)"
+        ]
+    with pytest.raises(
+        InvalidInputError, match=r"X has 400 features \(20 x 20 images\), the model expects 784 \(28 x 28"
+    ):
+        fastmlp.MLP(784, 4, 10).predict(np.zeros((2, 400)))
+    fastmlp.MLP(400, 4, 10).save(tmp_path / "small-model.npz")
+    render("A", tmp_path / "A.png")
+    assert_one_line_error(
+        fastmlp_cli("predict", str(tmp_path / "small-model.npz"), str(tmp_path / "A.png")),
+        "the model reads 20 x 20 images; image files become 28 x 28 images like notMNIST's",
+    )
+
+
+def test_row49_labels_a_model_does_not_know_name_the_letters_it_knows(tmp_path, sample_folder):
+    fastmlp.MLP(784, 4, 5, classes=list("ABCDE")).save(tmp_path / "five.npz")
+    out = tmp_path / "evaluated"
+    result = fastmlp_cli("evaluate", str(tmp_path / "five.npz"), "--data", str(sample_folder), "--out", str(out))
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and not out.exists()
+    assert lines[0].endswith("is not a class label; the model knows 5 classes, A, B, C, D, E (labels 0..4)")
+
+
+# -------------------------------------------------------------- row 50: class names
+@pytest.mark.parametrize(
+    "bad",
+    ["B\nfastmlp: error: forged", "\x1b[31mB\x1b[0m", "B\t", "B" * 41, "A"],
+    ids=["newline", "ANSI escape", "tab", "41 characters", "duplicate"],
+)
+def test_row50_class_names_that_could_reach_the_terminal_raw_are_refused(trained_model, tmp_path, bad):
+    classes = ["A", bad, *LETTERS[2:]]
+    weights.save_weights(tmp_path / "bad.npz", trained_model.params, extra_metadata={"classes": classes})
+    render("A", tmp_path / "A.png")
+    result = fastmlp_cli("predict", str(tmp_path / "bad.npz"), str(tmp_path / "A.png"))
+    assert_one_line_error(result, "classes must be")
+    assert "\x1b" not in result.stderr and "forged" not in result.stderr.split("classes must be")[0]
+    with pytest.raises(InvalidInputError, match="classes must be"):
+        fastmlp.MLP.from_params(trained_model.params, classes=classes)
+
+
+# ----------------------------------------------------------- the smaller promises
+def test_image_sets_are_known_by_their_extension_in_any_case_and_need_no_labels(tmp_path, notmnist, trained_model):
+    originals, labels = data_images(notmnist, 3)
+    with open(tmp_path / "SOME.NPZ", "wb") as handle:  # np.savez would add ".npz" to the name
+        np.savez(handle, images=originals, labels=labels)
+    np.savez(tmp_path / "letters.npz", images=originals, labels=np.array(list("ABC")))  # labels predict never uses
+    np.savez(tmp_path / "images-only.npz", images=originals)
+    expected = [LETTERS[k] for k in trained_model.predict(notmnist.test[0][:3])]
+    for name in ("SOME.NPZ", "letters.npz", "images-only.npz"):
+        assert [p.letter for p in trained_model.predict_images([tmp_path / name])] == expected, name
+
+
+def test_an_image_set_with_no_images_says_so(tmp_path, trained_model):
+    write_idx(tmp_path / "none-images-idx3-ubyte", np.zeros((0, 28, 28)))
+    with pytest.raises(
+        InvalidInputError, match=r"none-images-idx3-ubyte holds no images \(its shape is \(0, 28, 28\)\)"
+    ):
+        trained_model.predict_images([tmp_path / "none-images-idx3-ubyte"])

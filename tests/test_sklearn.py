@@ -148,6 +148,23 @@ def test_one_class_is_a_clear_value_error():
 
 
 @needs_sklearn
+def test_a_bad_hidden_is_named_hidden():
+    with pytest.raises(ValueError, match=r"^hidden must be an integer >= 1, got -1$"):
+        MLPClassifier(**{**SMALL, "hidden": -1}).fit(np.ones((4, 3)), ["a", "b"] * 2)
+
+
+@needs_sklearn
+def test_labels_mixing_strings_and_numbers_are_a_clear_type_error():
+    y = np.array(["A", 1.0, 2.5, "B"], dtype=object)
+    message = r"y mixes labels of the types float, str, which cannot be sorted; use labels of one type"
+    with pytest.raises(TypeError, match=message):
+        MLPClassifier(**SMALL).fit(np.ones((4, 3)), y)
+    estimator = MLPClassifier(**SMALL).partial_fit(np.ones((4, 3)), [0, 1, 0, 1])
+    with pytest.raises(TypeError, match=message):
+        estimator.partial_fit(np.ones((4, 3)), y)
+
+
+@needs_sklearn
 def test_the_validation_split_lands_in_history(sample):
     X, y, _, _ = sample
     estimator = MLPClassifier(hidden=16, epochs=5, validation_fraction=0.2).fit(X, y)
