@@ -229,7 +229,7 @@ def _bench(*args, cwd):
 
 @pytest.mark.parametrize(
     "backends, precisions",
-    [("numpy", "bf16"), ("numpy", "tf32,float32"), ("all", "float32,bf16")],
+    [("numpy", "bf16"), ("numpy", "tf32,float32"), ("all", "float32,tf32")],
     ids=["bf16 alone", "tf32 first", "all backends"],
 )
 def test_bench_refuses_a_precision_no_chosen_backend_offers_before_timing_anything(tmp_path, backends, precisions):
