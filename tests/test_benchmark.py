@@ -168,7 +168,7 @@ def test_the_bf16_table_times_pytorchs_autocast_loop_beside_the_torch_row():
     (config,) = benchmark.compare(["torch"], precisions=("bf16",), peers=True, **TINY, log=said.append)["configs"]
     assert [name for name in config["backends"]] == ["torch", "torch own loop"]
     assert config["backends"]["torch own loop"]["facts"]["autocast"] == "bfloat16"
-    assert "oneDNN in bf16" in config["backends"]["torch"]["facts"]["products"]
+    assert config["backends"]["torch"]["facts"]["products"].endswith("and, in bf16, X W1 and Xᵀ d1")
     assert set(config["vs_own_loop"]) == {"torch"}
     if importlib.util.find_spec("jax") is not None:
         assert config["skipped"]["jax own loop"].endswith("not in precision bf16")
@@ -291,4 +291,5 @@ def test_the_table_says_which_library_does_each_backends_products():
         import torch
 
         assert "; torch: PyTorch's BLAS, " in line
-        assert line.endswith("mkl") == torch.backends.mkl.is_available()
+        assert ("; torch: PyTorch's BLAS, mkl" in line) == torch.backends.mkl.is_available()
+        assert line.endswith(", and oneDNN for the products with W2") == torch.backends.mkldnn.is_available()

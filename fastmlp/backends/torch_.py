@@ -7,16 +7,19 @@ transfers, the synchronisation, and copies into the snapshot's buffers. Tensors 
 early with the reason, and float64 on the Apple GPU (which has no float64) is an error, never a
 silent float32.
 
-Precisions (the README's "Precision"): ``bf16`` on the CPU, where it computes bf16 products
-natively, and on CUDA; ``tf32`` on CUDA. Under ``bf16`` the three large products (X W1 for
-training and validation, Xᵀ d1) read bf16 copies and accumulate in FP32: of X once per ``fit``
-(:meth:`TorchBackend.hold_constant`), of W1 at each product, of d1 once per epoch, written by the
-ReLU-mask pass itself. On CUDA their results are float32 (``mm``'s ``out_dtype``); PyTorch's CPU
-``mm`` has no float32 output for bf16 operands, so there the result is bf16, rounded once after the
-FP32 accumulation, and widened to float32 by the pass that adds b1 and applies the ReLU (dW1 is
-added from bf16 into the float32 velocity). Under ``tf32`` every product of a training step runs
-with ``torch.backends.cuda.matmul.fp32_precision = "tf32"``, set for the step and restored after.
+Precisions (the README's "Precision and CUDA graphs"): ``bf16`` on the CPU, where it computes bf16
+products natively, and on CUDA; ``tf32`` on CUDA. Under ``bf16`` the three large products (X W1
+for training and validation, Xᵀ d1) read bf16 copies and accumulate in FP32: of X once per ``fit``
+(:meth:`TorchBackend.hold_constant`), of W1 at each product, of d1 once per epoch. On CUDA their
+results are float32 (``mm``'s ``out_dtype``). PyTorch's CPU products have no float32 output for
+bf16 operands, so there a result is bf16, rounded once after the FP32 accumulation: the hidden
+layer's is widened to float32 after its ReLU, and dW1 is added from bf16 into the float32
+velocity. Under ``tf32`` every product of a training step runs with
+``torch.backends.cuda.matmul.fp32_precision = "tf32"``, set for the step and restored after.
 Parameters, velocities, loss and metrics stay float32; inference computes in float32.
+
+On the CPU the products with W2 (and, in bf16, the hidden layer's) go through oneDNN's linear
+with the bias as its epilogue: MKL runs those 10-column products 2-4x slower here.
 """
 
 from __future__ import annotations
@@ -148,7 +151,11 @@ class TorchBackend(InPlaceBackend):
             return "Metal Performance Shaders"
         built_with = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
         blas = f"PyTorch's BLAS, {built_with.group(1) if built_with else 'unknown'}"
-        return f"oneDNN in bf16 (X W1, Xᵀ d1), {blas} (the rest)" if self.precision == "bf16" else blas
+        if not self._onednn_dtypes:
+            return blas
+        return f"{blas}, and oneDNN for the products with W2" + (
+            " and, in bf16, X W1 and Xᵀ d1" if self.precision == "bf16" else ""
+        )
 
     # ------------------------------------------------------------ transfers
     def _check_dtype(self, dtype):
@@ -253,17 +260,17 @@ class TorchBackend(InPlaceBackend):
                 self._bf16_copies[key] = copy
         return copy.T if transposed else copy
 
+    def _linear(self, A, W, b=None):
+        """A W (+ b) on the CPU: one oneDNN product with the bias as its epilogue (bf16 operands give
+        a bf16 result). Measured on the 2-core CPU: MKL runs the products with 10 columns (A1 W2,
+        d2 W2ᵀ) 2-4x slower than oneDNN."""
+        return self._torch.ops.mkldnn._linear_pointwise(A, W.T, b, "none", [], "")
+
     # ---------------------------------------------------------------- steps
     # In place, like the numpy backend (the products go to InPlaceBackend's buffers): measured on
     # the 2-core CPU (float32, N=6000, H=1000), the generic steps spend about twice the epoch's
     # products, most of it allocating and first touching N×H tensors; writing into reused ones
     # brings the epoch to about 1.2x its products.
-    def _linear(self, A, W, b=None):
-        """A W (+ b) on the CPU: one oneDNN product with the bias as its epilogue (bf16 operands give
-        a bf16 result). Measured on the 2-core CPU: MKL runs the products with K = 10 columns (A1 W2,
-        d2 W2ᵀ) 2-4x slower than oneDNN."""
-        return self._torch.ops.mkldnn._linear_pointwise(A, W.T, b, "none", [], "")
-
     def hidden_layer(self, X, W1, b1, *, workspace=None):
         """network.hidden_layer. Under precision bf16 on the CPU (with a workspace: the loop's),
         S1 = X W1 + b1 is one oneDNN product of the bf16 copies with the bias as its epilogue, then
