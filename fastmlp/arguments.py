@@ -75,22 +75,25 @@ def check_precision_name(precision):
     return precision
 
 
-def check_precision(precision, dtype, *, backend_name, offered, offered_by=()):
+def check_precision(precision, dtype, *, backend_name, offered, offered_by=(), why_not=None):
     """``precision`` checked against the dtype and what the backend ``offered``; returns it.
 
-    ``offered_by``: the names of the backends that offer it, for the message."""
+    ``offered_by``: the backends (``name`` or ``name:device``) that offer it, for the message;
+    ``why_not``: why this backend, on this machine, does not offer a precision it offers elsewhere."""
     check_precision_name(precision)
+    where = f" (offered by: {', '.join(offered_by)})" if offered_by else ""
     if precision != PRECISIONS[0] and dtype != "float32":
         raise InvalidInputError.about(
             "precision",
             f"{precision!r} needs dtype float32 (the products of dtype {dtype} run in {dtype}); "
-            f"use dtype float32 with precision {precision!r}, or precision {PRECISIONS[0]!r}",
+            f"use dtype float32 with precision {precision!r}{where}, or precision {PRECISIONS[0]!r}",
         )
     if precision not in offered:
-        where = f"; it is offered by: {', '.join(offered_by)}" if offered_by else ""
+        here = f" here ({why_not})" if why_not else ""
         raise InvalidInputError.about(
             "precision",
-            f"{precision!r} is not offered by the {backend_name} backend, which offers {', '.join(offered)}{where}",
+            f"{precision!r} is not offered by the {backend_name} backend{here}, which offers {', '.join(offered)}"
+            + (f"; it is offered by: {', '.join(offered_by)}" if offered_by else ""),
         )
     return precision
 

@@ -250,7 +250,7 @@ def _untimed(kind, value, settings, usable, offered, unusable):
 
 
 def _setting(usable, peer_modules, dtype, precision):
-    """The Setting of one (dtype, precision): each backend probed, the peer loops in float32 only."""
+    """The Setting of one (dtype, precision): each backend probed, each peer loop in the precisions it offers."""
     runners, left_out = {}, {}
     for name in usable:
         reason = _cannot_time(name, dtype, precision)
@@ -261,6 +261,8 @@ def _setting(usable, peer_modules, dtype, precision):
     for title, module in peer_modules.items():
         if precision == PRECISIONS[0]:  # the libraries' own loops compute in their dtype's precision
             runners[title] = module.Runner
+        elif precision in module.PRECISIONS:  # e.g. PyTorch's loop under autocast(bfloat16)
+            runners[title] = functools.partial(module.Runner, precision=precision)
         else:
             left_out[title] = f"the library's own loop computes in {dtype}, not in precision {precision}"
     peers = {title: module.BACKEND for title, module in peer_modules.items() if title in runners}
@@ -304,7 +306,7 @@ def compare(
     """Time every usable backend on every (dtype, precision, hidden), interleaved; returns a
     JSON-able dict. The settings have no defaults here: ``fastmlp bench``'s flags hold them.
     ``peers``: also time the other libraries' own loops of ``bench/peers/`` in
-    the same rounds (float32 products only). ``sweep``: then time every size of
+    the same rounds (float32, and bf16 where a loop offers it). ``sweep``: then time every size of
     :func:`sweep_shapes` the same way, floors included (``result['sweep']['points']``)."""
     result = _record(epochs=epochs, warmup=warmup)
     settings = plan(backends, dtypes=dtypes, precisions=precisions, peers=peers, result=result, log=log)

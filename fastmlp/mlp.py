@@ -75,7 +75,7 @@ class MLP:
         self.training_: list[dict[str, Any]] | None = []  # no fit yet
 
     def _setup(self, host_params, backend, dtype, classes, precision="float32", cuda_graphs=None):
-        self._backend = get_backend(backend)
+        self._backend = get_backend(backend, precision=precision)
         self.dtype = dtype
         self.precision, self.cuda_graphs = configure(
             self._backend, dtype=dtype, precision=precision, cuda_graphs=cuda_graphs

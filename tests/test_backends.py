@@ -250,18 +250,21 @@ def test_every_override_keeps_the_generic_signature(name):
 
 
 # ------------------------------------------------------------------ precision and CUDA graphs
+#: who offers each reduced precision, as the messages name them (torch: on a CPU with native bf16)
+OFFERED_BY = {"tf32": "cupy, torch:cuda", "bf16": "cupy, torch, torch:cuda"}
+
+
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
 def test_a_cpu_backend_refuses_a_reduced_precision_naming_what_offers_it(backend_name, precision):
-    backend_class = _load_class(backend_name)
-    if precision in backend_class.precisions:
-        pytest.skip(f"the {backend_name} backend offers {precision}")
-    with pytest.raises(
-        InvalidInputError,
-        match=rf"precision '{precision}' is not offered by the {backend_name} "
-        rf"backend, which offers float32; it is offered by: cupy",
-    ) as raised:
+    offered = get_backend(backend_name).precisions
+    if precision in offered:
+        pytest.skip(f"the {backend_name} backend offers {precision} here")
+    with pytest.raises(InvalidInputError) as raised:
         fastmlp.MLP(784, 8, 10, backend=backend_name, precision=precision)
+    message = str(raised.value)
     assert raised.value.parameter == "precision"
+    assert message.startswith(f"precision '{precision}' is not offered by the {backend_name} backend")
+    assert message.endswith(f", which offers {', '.join(offered)}; it is offered by: {OFFERED_BY[precision]}")
 
 
 @pytest.mark.parametrize(
@@ -269,8 +272,13 @@ def test_a_cpu_backend_refuses_a_reduced_precision_naming_what_offers_it(backend
     [
         ("fp8", "float32", r"precision must be one of float32, tf32, bf16, got 'fp8'"),
         (None, "float32", r"precision must be one of float32, tf32, bf16, got None"),
-        ("tf32", "float64", r"precision 'tf32' needs dtype float32 .* or precision 'float32'"),
-        ("bf16", "float64", r"precision 'bf16' needs dtype float32"),
+        (
+            "tf32",
+            "float64",
+            r"precision 'tf32' needs dtype float32 .*; use dtype float32 with precision 'tf32' "
+            r"\(offered by: cupy, torch:cuda\), or precision 'float32'",
+        ),
+        ("bf16", "float64", r"precision 'bf16' needs dtype float32 .*\(offered by: cupy, torch, torch:cuda\)"),
     ],
 )
 def test_a_precision_that_cannot_work_is_an_error_before_training(backend_name, precision, dtype, message):
@@ -287,8 +295,17 @@ def test_float32_precision_is_the_default_and_means_the_dtypes_own(backend_name,
 def test_the_backends_that_offer_each_setting():
     from fastmlp.backends import backends_offering
 
-    assert backends_offering(precision="float32") == BACKEND_NAMES
-    assert backends_offering(precision="bf16") == ("cupy",)
+    assert backends_offering(precision="float32") == (
+        "numpy",
+        "numba",
+        "cupy",
+        "torch",
+        "torch:cuda",
+        "torch:mps",
+        "jax",
+    )
+    assert backends_offering(precision="tf32") == ("cupy", "torch:cuda")
+    assert backends_offering(precision="bf16") == ("cupy", "torch", "torch:cuda")
     assert backends_offering(cuda_graphs=True) == ("cupy",)
 
 

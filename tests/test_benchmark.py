@@ -157,6 +157,24 @@ def test_peers_run_in_the_same_rounds_beside_their_backend_in_the_table_and_the_
     assert f"{libraries[0]} own loop" in said[-1]  # the sweep's line
 
 
+def test_the_bf16_table_times_pytorchs_autocast_loop_beside_the_torch_row():
+    """bench --peers --precision bf16: PyTorch's own loop under autocast(bfloat16) in the same
+    rounds as fastmlp's bf16 epoch on torch, each with its bf16 floor; a loop without bf16 says so."""
+    import fastmlp
+
+    if importlib.util.find_spec("torch") is None or "bf16" not in fastmlp.get_backend("torch").precisions:
+        pytest.skip("the torch backend does not offer bf16 here (PyTorch missing, or a CPU without native bf16)")
+    said = []
+    (config,) = benchmark.compare(["torch"], precisions=("bf16",), peers=True, **TINY, log=said.append)["configs"]
+    assert [name for name in config["backends"]] == ["torch", "torch own loop"]
+    assert config["backends"]["torch own loop"]["facts"]["autocast"] == "bfloat16"
+    assert config["backends"]["torch"]["facts"]["products"].endswith("and, in bf16, X W1 and Xᵀ d1")
+    assert set(config["vs_own_loop"]) == {"torch"}
+    if importlib.util.find_spec("jax") is not None:
+        assert config["skipped"]["jax own loop"].endswith("not in precision bf16")
+    assert said[-1].startswith("float32 (products in bf16)")
+
+
 def test_peers_missing_from_an_installed_package_are_reported(tmp_path):
     said = []
     assert benchmark.load_peers(said.append, folder=tmp_path / "bench" / "peers") == {}
@@ -229,7 +247,7 @@ def _bench(*args, cwd):
 
 @pytest.mark.parametrize(
     "backends, precisions",
-    [("numpy", "bf16"), ("numpy", "tf32,float32"), ("all", "float32,bf16")],
+    [("numpy", "bf16"), ("numpy", "tf32,float32"), ("all", "float32,tf32")],
     ids=["bf16 alone", "tf32 first", "all backends"],
 )
 def test_bench_refuses_a_precision_no_chosen_backend_offers_before_timing_anything(tmp_path, backends, precisions):
@@ -273,4 +291,5 @@ def test_the_table_says_which_library_does_each_backends_products():
         import torch
 
         assert "; torch: PyTorch's BLAS, " in line
-        assert line.endswith("mkl") == torch.backends.mkl.is_available()
+        assert ("; torch: PyTorch's BLAS, mkl" in line) == torch.backends.mkl.is_available()
+        assert line.endswith(", and oneDNN for the products with W2") == torch.backends.mkldnn.is_available()

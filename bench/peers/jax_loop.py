@@ -16,6 +16,8 @@ import numpy as np
 #: the fastmlp backend this loop is compared with
 BACKEND = "jax"
 TITLE = "jax own loop"
+#: the precisions this loop can compute in
+PRECISIONS = ("float32",)
 
 
 def _logits(params, X):

@@ -9,7 +9,8 @@ Which backend runs is decided here, in this order:
 Values are case-insensitive; an empty value counts as unset. A backend of an array library that
 runs on several devices takes one after a colon (``torch:cuda``, ``jax:gpu``); without it, the
 library's usual choice (``torch``: the CPU; ``jax``: the device JAX picks). ``auto`` picks the best
-usable backend: ``cupy`` with a GPU, else ``numba`` if installed, else ``numpy``. An unknown name
+usable backend that offers the precision asked for: ``cupy`` with a GPU, else ``numba`` if installed,
+else ``numpy``; for ``bf16`` without a GPU, ``torch`` on a CPU with native bf16 products. An unknown name
 or device, or a backend that cannot run, raises; there is no silent fallback. Backend modules are
 imported only when chosen, so ``import fastmlp`` never imports Numba, CuPy, PyTorch or JAX, and
 importing this module does not import NumPy either (the command line sets thread options before
@@ -75,7 +76,9 @@ DEFAULT = "numpy"
 BASELINE = DEFAULT
 _AUTO = "auto"
 _ALL = "all"
-_AUTO_ORDER = ("cupy", "numba", "numpy")
+#: what ``auto`` tries, in order: the first usable one that offers the precision asked for (torch
+#: is the only CPU backend with bf16 products; in float32 numba or numpy comes first)
+_AUTO_ORDER = ("cupy", "numba", "numpy", "torch")
 #: backends whose work runs on thread pools of their own between NumPy's BLAS calls (Numba's,
 #: PyTorch's and XLA's): spinning OpenBLAS workers would take their cores
 _THREADED_KERNELS = ("numba", "torch", "jax")
@@ -114,18 +117,30 @@ def split_name(name):
     return base, device or None
 
 
-def resolve_name(name=None):
-    """The backend name to use: argument > ``FASTMLP_BACKEND`` > ``'numpy'``; ``auto`` resolved."""
+def resolve_name(name=None, *, precision=None):
+    """The backend name to use: argument > ``FASTMLP_BACKEND`` > ``'numpy'``; ``auto`` resolved
+    for ``precision`` (None: float32)."""
     chosen = _normalise(name, "the backend argument") if name is not None else ""
     if not chosen:
         chosen = _normalise(os.environ.get(ENV_VAR, ""), f"the environment variable {ENV_VAR}")
     if not chosen:
         chosen = DEFAULT
-    if chosen == _AUTO:
-        for candidate in _AUTO_ORDER:
-            if backend_status(candidate)["usable"]:
-                return candidate
-    return chosen
+    return _auto(precision or "float32") if chosen == _AUTO else chosen
+
+
+def _auto(precision):
+    """The first backend of _AUTO_ORDER that can run here and offers ``precision`` here; else the
+    first usable one that offers it on some machine (its refusal then says why not here), else numpy."""
+    usable = []
+    for candidate in _AUTO_ORDER:
+        try:
+            offered = _construct(candidate).precisions
+        except BackendError:  # cannot run here
+            continue
+        if precision in offered:
+            return candidate
+        usable.append(candidate)
+    return next((name for name in usable if _load_class(name).offered_on(precision)), DEFAULT)
 
 
 def _load_class(name):
@@ -140,8 +155,9 @@ def _construct(name):
     return cls(device=device) if device else cls()
 
 
-def get_backend(name=None):
-    """A new backend object for ``name`` (resolved as in :func:`resolve_name`).
+def get_backend(name=None, *, precision=None):
+    """A new backend object for ``name`` (resolved as in :func:`resolve_name`, ``auto`` for
+    ``precision``).
 
     Raises InvalidInputError for an unknown name and BackendError when the backend cannot run
     here (its package missing, no usable device); the message says how to fix it.
@@ -150,18 +166,19 @@ def get_backend(name=None):
 
     if isinstance(name, Backend):
         return name
-    return _construct(resolve_name(name))
+    return _construct(resolve_name(name, precision=precision))
 
 
 def backends_offering(*, precision=None, cuda_graphs=False):
-    """Names of the registered backends that offer ``precision`` (and CUDA-graph replay when
-    ``cuda_graphs``), whether or not they can run here; for error messages."""
-    names = []
+    """The backend choices (a name, or ``name:device`` where only some devices do) that offer
+    ``precision`` (and CUDA-graph replay when ``cuda_graphs``) on some machine, whether or not they
+    can run here; for error messages."""
+    choices: list[str] = []
     for name in BACKEND_NAMES:
         cls = _load_class(name)
-        if (precision is None or precision in cls.precisions) and (not cuda_graphs or cls.replays_cuda_graphs):
-            names.append(name)
-    return tuple(names)
+        if not cuda_graphs or cls.replays_cuda_graphs:
+            choices += cls.offered_on(precision) if precision is not None else (name,)
+    return tuple(choices)
 
 
 def configure(backend, *, dtype, precision, cuda_graphs):
@@ -176,6 +193,7 @@ def configure(backend, *, dtype, precision, cuda_graphs):
         backend_name=backend.name,
         offered=backend.precisions,
         offered_by=backends_offering(precision=precision),
+        why_not=backend.why_not_offered(precision),
     )
     cuda_graphs = check_cuda_graphs(
         cuda_graphs,

@@ -78,6 +78,17 @@ class Backend:
         self.precision = precision or self.precisions[0]
         self.cuda_graphs = cuda_graphs
 
+    @classmethod
+    def offered_on(cls, precision):
+        """The choices of this backend that offer ``precision`` on some machine: its name, or
+        ``name:device`` for a backend whose devices differ (for error messages)."""
+        return (cls.name,) if precision in cls.precisions else ()
+
+    def why_not_offered(self, precision):
+        """Why this backend, on this machine, does not offer ``precision`` although it does
+        elsewhere (None: nothing to add to "not offered")."""
+        return None
+
     def hold_constant(self, *arrays):
         """Promise that ``arrays`` (the data of a ``fit``) are not written until :meth:`release`;
         a backend may then keep derived copies of them (e.g. BF16 copies). Here: nothing."""
