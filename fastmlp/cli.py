@@ -3,10 +3,12 @@
 Exit status: 0 success; 2 an error (one line on stderr, ``--debug`` shows the traceback);
 3 a *failed run*: training finished but did not learn (final training loss not below the initial
 one, or training accuracy at chance), said on a ``warning:`` line; its run folder is written all the
-same; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing written.
+same; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), with a line saying what was written.
 
-``train`` checks ``--out`` before loading any data, writes the run into a temporary folder beside
-it and moves it into place in one rename (:func:`fastmlp.files.run_folder`).
+Every destination (``--out``, ``--json``, ``--plot``, ``--sweep-plot``, ``OUT.onnx``) is checked
+before any work and written by the one rule of :mod:`fastmlp.files`; ``train`` and ``evaluate``
+write their run into a temporary folder beside ``--out`` and move it into place in one rename
+(:func:`fastmlp.files.run_folder`).
 This module imports NumPy only after parsing the arguments, so that the BLAS thread setting
 below is in place before NumPy loads: what imports NumPy is imported inside the commands.
 
@@ -107,13 +109,24 @@ def _main(argv):
         outcome = _COMMANDS[args.command](args)
         return _finish(outcome)
     except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        written = f"{outcome.folder} was written" if outcome and outcome.folder else "nothing was written"
-        print(f"fastmlp: {what}; {written}", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        return _interrupted(exc, outcome)
     except (FastMLPError, OSError, MemoryError) as exc:
         _print_error(exc, debug)
         return EXIT_ERROR
+
+
+def _interrupted(exc, outcome):
+    """Say what is on disk after Ctrl-C or SIGTERM (what was in place when the signal came, which
+    :mod:`fastmlp.files` names in ``exc.written``); returns the exit status."""
+    what, status = ("terminated", EXIT_TERMINATED) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+    written = [str(path) for path in getattr(exc, "written", ())]
+    if outcome is not None and outcome.folder is not None:
+        written.append(str(outcome.folder))
+    said = (
+        f"{', '.join(written)} {'was' if len(written) == 1 else 'were'} written" if written else "nothing was written"
+    )
+    print(f"fastmlp: {what}; {said}", file=sys.stderr)
+    return status
 
 
 def _finish(outcome):
@@ -329,7 +342,7 @@ def _train(args):
     from .files import check_destination, default_run_name
     from .mlp import MLP
 
-    destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite)
+    destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite, inputs=_inputs(args))
     check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
     model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed, precision=args.precision)
     facts = model.backend_facts
@@ -378,7 +391,7 @@ def _write_run(destination, args, model, history, report, test_images):
     from .plotting import plot_curves
 
     title = f"fastmlp {model.backend} {model.dtype}, H={args.hidden}, lr={args.lr}, momentum={args.momentum}"
-    with run_folder(destination, overwrite=args.overwrite) as folder:
+    with run_folder(destination, overwrite=args.overwrite, inputs=_inputs(args)) as folder:
         plot_curves(history, folder / "loss.png", folder / "accuracy.png", title=title)
         write_text(folder / "history.csv", history.to_csv())
         model.save(folder / "model.npz")
@@ -398,12 +411,23 @@ def _failure(history, train_labels):
     return f"the run failed to learn: {reason}; {hint} (exit status {EXIT_FAILED_RUN})"
 
 
+def _inputs(args):
+    """{what: path} of what a command reads, which its --out may never replace: the data (as
+    --data, FASTMLP_DATA or the shipped sample names it) and the model it reads, if any."""
+    from . import datasets
+
+    data = args.data or os.environ.get(datasets.DATA_ENV) or datasets.EMBEDDED_SAMPLE
+    model = {"the weights file this command reads": args.model} if getattr(args, "model", None) else {}
+    return {**model, "the data": data}
+
+
 def _evaluate(args):
     from . import datasets, evaluation
     from .files import check_destination, default_run_name, run_folder
     from .mlp import MLP
 
-    destination = check_destination(args.out or default_run_name("-evaluate"), overwrite=args.overwrite)
+    inputs = _inputs(args)
+    destination = check_destination(args.out or default_run_name("-evaluate"), overwrite=args.overwrite, inputs=inputs)
     model = MLP.load(args.model, backend=args.backend)
     data = datasets.load_notmnist(args.data, dtype=model.dtype)
     print(
@@ -415,7 +439,7 @@ def _evaluate(args):
     print(f"Test Loss: {report.loss:.4f}")
     print(f"Test Accuracy: {report.accuracy:.4f}")
     title = f"fastmlp evaluate {Path(args.model).name}, test split of {Path(data.source).name}"
-    with run_folder(destination, overwrite=args.overwrite) as folder:
+    with run_folder(destination, overwrite=args.overwrite, inputs=inputs) as folder:
         written = evaluation.write_report(report, folder, images=data.test[0], title=title)
     return _Outcome(0, destination, tuple(written))
 
@@ -439,8 +463,11 @@ def _predict(args):
 def _export(args):
     from .backends import DEFAULT
     from .export import OPSET
+    from .files import check_file_destination
     from .mlp import MLP
 
+    inputs = {"the weights file this command reads": args.model}
+    check_file_destination(args.out, name="ONNX file", overwrite=args.overwrite, inputs=inputs)
     model = MLP.load(args.model, backend=DEFAULT)  # the weights are only read: the default backend, on the host
     model.to_onnx(args.out, overwrite=args.overwrite)
     print(
@@ -488,15 +515,21 @@ def _bench(args):
         peers=args.peers,
         sweep=args.sweep,
     )
-    if args.sweep:
-        plotting.plot_sweep(result, args.sweep_plot)
-        print(f"wrote {args.sweep_plot}")
-    if args.json:
-        benchmark.write_json(result, args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        plotting.plot_bars(result, args.plot)
-        print(f"wrote {args.plot}")
+    outputs = (
+        (args.sweep and args.sweep_plot, plotting.plot_sweep),
+        (args.json, benchmark.write_json),
+        (args.plot, plotting.plot_bars),
+    )
+    written = []
+    try:
+        for path, write in outputs:
+            if path:
+                write(result, path)
+                written.append(path)
+                print(f"wrote {path}")
+    except KeyboardInterrupt as exc:
+        exc.written = (*written, *getattr(exc, "written", ()))  # type: ignore[attr-defined]
+        raise
     return _Outcome()
 
 
