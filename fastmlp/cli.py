@@ -1,9 +1,8 @@
 """The ``fastmlp`` command: ``train``, ``evaluate``, ``predict``, ``export``, ``serve``, ``bench`` and ``info``.
 
 Exit status: 0 success; 2 an error (one line on stderr, ``--debug`` shows the traceback);
-3 a *failed run*: training finished but did not learn (final training loss not below the initial
-one, or training accuracy at chance), said on a ``warning:`` line; its run folder is written all the
-same; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), with a line saying what was written.
+3 a *failed run*: training finished but did not learn (:meth:`fastmlp.train.History.failure`),
+said on a ``warning:`` line; its run folder is written all the same; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), with a line saying what was written.
 
 Every destination (``--out``, ``--json``, ``--plot``, ``--sweep-plot``, ``OUT.onnx``) is checked
 before any work and written by the one rule of :mod:`fastmlp.files`; ``train`` and ``evaluate``
@@ -400,7 +399,8 @@ def _write_run(destination, args, model, history, report, test_images):
 
 
 def _failure(history, train_labels):
-    """The warning of a run that did not learn (exit status EXIT_FAILED_RUN), or None."""
+    """The warning of a run that did not learn (:meth:`History.failure`, exit status
+    EXIT_FAILED_RUN), or None."""
     import numpy as np
 
     chance = float(np.bincount(train_labels).max() / len(train_labels))
