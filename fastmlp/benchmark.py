@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-import json
 import os
 import statistics
 import time
@@ -35,11 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _sysinfo, network, train
+from . import _sysinfo, files, network, train
 from .arguments import PRECISIONS
 from .backends import ALL_CHOICES, BASELINE, GPU_CHOICES, backend_status, backends_offering, configure, get_backend
 from .errors import BackendError, InvalidInputError
-from .files import write_text
 from .memory import ensure_fits
 
 __all__ = [
@@ -540,5 +538,5 @@ def format_point(config):
 
 
 def write_json(data, path):
-    """Write benchmark results as JSON, atomically."""
-    write_text(path, json.dumps(data, indent=1))
+    """Write benchmark results as JSON, by the rule of :mod:`fastmlp.files`."""
+    files.write_json(path, data)

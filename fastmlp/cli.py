@@ -1,12 +1,15 @@
 """The ``fastmlp`` command: ``train``, ``evaluate``, ``predict``, ``export``, ``serve``, ``bench`` and ``info``.
 
-Exit status: 0 success; 2 an error (one line on stderr, ``--debug`` shows the traceback);
-3 a *failed run*: training finished but did not learn (final training loss not below the initial
-one, or training accuracy at chance), said on a ``warning:`` line; its run folder is written all the
-same; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing written.
+Exit status: 0 success; 2 an error (one line on stderr, ``--debug`` shows the traceback), standard
+output that is closed or cannot be written included; 3 a *failed run*: training finished but did
+not learn (:meth:`fastmlp.train.History.failure`), said on a ``warning:`` line; its run folder is
+written all the same; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), with a line saying what
+was written.
 
-``train`` checks ``--out`` before loading any data, writes the run into a temporary folder beside
-it and moves it into place in one rename (:func:`fastmlp.files.run_folder`).
+Every destination (``--out``, ``--json``, ``--plot``, ``--sweep-plot``, ``OUT.onnx``) is checked
+before any work and written by the one rule of :mod:`fastmlp.files`; ``train`` and ``evaluate``
+write their run into a temporary folder beside ``--out`` and move it into place in one rename
+(:func:`fastmlp.files.run_folder`).
 This module imports NumPy only after parsing the arguments, so that the BLAS thread setting
 below is in place before NumPy loads: what imports NumPy is imported inside the commands.
 
@@ -39,7 +42,7 @@ from .backends import (  # imports no NumPy
     prepare_threads,
     resolve_name,
 )
-from .errors import FastMLPError
+from .errors import FastMLPError, StorageError
 
 __all__ = ["main", "build_parser"]
 
@@ -83,9 +86,26 @@ class _Outcome(NamedTuple):
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Output(sys.stdout), _Output(sys.stderr)
+    out = _Output(sys.stdout, 1)
+    sys.stdout, sys.stderr = out, _Output(sys.stderr, 2)
     try:
-        return _main(argv)
+        if streams[0] is None:  # started with standard output closed (>&-): nowhere to print results
+            _print_error(
+                StorageError("standard output is closed; give it somewhere to go (a file, a pipe, or >/dev/null)"),
+                False,
+            )
+            return EXIT_ERROR
+        status = _main(argv)
+        out.flush()
+        if out.failure is None:
+            return status
+        _print_error(
+            StorageError(
+                f"cannot write to standard output ({out.failure}); the rest of what the command printed is lost"
+            ),
+            False,
+        )
+        return status or EXIT_ERROR
     finally:
         sys.stdout, sys.stderr = streams
 
@@ -107,13 +127,24 @@ def _main(argv):
         outcome = _COMMANDS[args.command](args)
         return _finish(outcome)
     except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        written = f"{outcome.folder} was written" if outcome and outcome.folder else "nothing was written"
-        print(f"fastmlp: {what}; {written}", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        return _interrupted(exc, outcome)
     except (FastMLPError, OSError, MemoryError) as exc:
         _print_error(exc, debug)
         return EXIT_ERROR
+
+
+def _interrupted(exc, outcome):
+    """Say what is on disk after Ctrl-C or SIGTERM (what was in place when the signal came, which
+    :mod:`fastmlp.files` names in ``exc.written``); returns the exit status."""
+    what, status = ("terminated", EXIT_TERMINATED) if isinstance(exc, Terminated) else ("interrupted", EXIT_INTERRUPTED)
+    written = [str(path) for path in getattr(exc, "written", ())]
+    if outcome is not None and outcome.folder is not None:
+        written.append(str(outcome.folder))
+    said = (
+        f"{', '.join(written)} {'was' if len(written) == 1 else 'were'} written" if written else "nothing was written"
+    )
+    print(f"fastmlp: {what}; {said}", file=sys.stderr)
+    return status
 
 
 def _finish(outcome):
@@ -329,7 +360,8 @@ def _train(args):
     from .files import check_destination, default_run_name
     from .mlp import MLP
 
-    destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite)
+    datasets.offline()  # an invalid FASTMLP_OFFLINE is an error before any work, download or not
+    destination = check_destination(args.out or default_run_name(), overwrite=args.overwrite, inputs=_inputs(args))
     check_hyperparameters(epochs=args.epochs, lr=args.lr, momentum=args.momentum, batch_size=args.batch_size)
     model = MLP(784, args.hidden, 10, backend=args.backend, dtype=args.dtype, seed=args.seed, precision=args.precision)
     facts = model.backend_facts
@@ -382,7 +414,7 @@ def _write_run(destination, args, model, history, report, test_images):
     from .plotting import plot_curves
 
     title = f"fastmlp {model.backend} {model.dtype}, H={args.hidden}, lr={args.lr}, momentum={args.momentum}"
-    with run_folder(destination, overwrite=args.overwrite) as folder:
+    with run_folder(destination, overwrite=args.overwrite, inputs=_inputs(args)) as folder:
         plot_curves(history, folder / "loss.png", folder / "accuracy.png", title=title)
         write_text(folder / "history.csv", history.to_csv())
         model.save(folder / "model.npz")
@@ -391,7 +423,8 @@ def _write_run(destination, args, model, history, report, test_images):
 
 
 def _failure(history, train_labels):
-    """The warning of a run that did not learn (exit status EXIT_FAILED_RUN), or None."""
+    """The warning of a run that did not learn (:meth:`History.failure`, exit status
+    EXIT_FAILED_RUN), or None."""
     import numpy as np
 
     chance = float(np.bincount(train_labels).max() / len(train_labels))
@@ -402,12 +435,24 @@ def _failure(history, train_labels):
     return f"the run failed to learn: {reason}; {hint} (exit status {EXIT_FAILED_RUN})"
 
 
+def _inputs(args):
+    """{what: path} of what a command reads, which its --out may never replace: the data (as
+    --data, FASTMLP_DATA or the shipped sample names it) and the model it reads, if any."""
+    from . import datasets
+
+    data = args.data or os.environ.get(datasets.DATA_ENV) or datasets.EMBEDDED_SAMPLE
+    model = {"the weights file this command reads": args.model} if getattr(args, "model", None) else {}
+    return {**model, "the data": data}
+
+
 def _evaluate(args):
     from . import datasets, evaluation
-    from .files import check_destination, default_run_name, run_folder
+    from .files import check_destination, default_run_name, printable, run_folder
     from .mlp import MLP
 
-    destination = check_destination(args.out or default_run_name("-evaluate"), overwrite=args.overwrite)
+    datasets.offline()
+    inputs = _inputs(args)
+    destination = check_destination(args.out or default_run_name("-evaluate"), overwrite=args.overwrite, inputs=inputs)
     model = MLP.load(args.model, backend=args.backend)
     data = datasets.load_notmnist(args.data, dtype=model.dtype, n_features=model.n_in)
     print(
@@ -418,8 +463,8 @@ def _evaluate(args):
     _print_test_table(report)
     print(f"Test Loss: {report.loss:.4f}")
     print(f"Test Accuracy: {report.accuracy:.4f}")
-    title = f"fastmlp evaluate {Path(args.model).name}, test split of {Path(data.source).name}"
-    with run_folder(destination, overwrite=args.overwrite) as folder:
+    title = printable(f"fastmlp evaluate {Path(args.model).name}, test split of {Path(data.source).name}")
+    with run_folder(destination, overwrite=args.overwrite, inputs=inputs) as folder:
         written = evaluation.write_report(report, folder, images=data.test[0], title=title)
     return _Outcome(0, destination, tuple(written))
 
@@ -431,19 +476,26 @@ def _print_test_table(report):
 
 
 def _predict(args):
+    from dataclasses import replace
+
+    from .files import printable
     from .mlp import MLP
 
     model = MLP.load(args.model, backend=args.backend)
     predictions = model.predict_images(args.images, ink=args.ink, top=args.top)  # every file read first
-    print("\n".join(json.dumps(p.to_dict()) if args.json else p.line() for p in predictions))
+    shown = (replace(prediction, source=printable(prediction.source)) for prediction in predictions)  # not UTF-8: \xNN
+    print("\n".join(json.dumps(p.to_dict()) if args.json else p.line() for p in shown))
     return _Outcome()
 
 
 def _export(args):
     from .backends import DEFAULT
     from .export import OPSET
+    from .files import check_file_destination
     from .mlp import MLP
 
+    inputs = {"the weights file this command reads": args.model}
+    check_file_destination(args.out, name="ONNX file", overwrite=args.overwrite, inputs=inputs)
     model = MLP.load(args.model, backend=DEFAULT)  # the weights are only read: the default backend, on the host
     model.to_onnx(args.out, overwrite=args.overwrite)
     print(
@@ -491,15 +543,21 @@ def _bench(args):
         peers=args.peers,
         sweep=args.sweep,
     )
-    if args.sweep:
-        plotting.plot_sweep(result, args.sweep_plot)
-        print(f"wrote {args.sweep_plot}")
-    if args.json:
-        benchmark.write_json(result, args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        plotting.plot_bars(result, args.plot)
-        print(f"wrote {args.plot}")
+    outputs = (
+        (args.sweep and args.sweep_plot, plotting.plot_sweep),
+        (args.json, benchmark.write_json),
+        (args.plot, plotting.plot_bars),
+    )
+    written = []
+    try:
+        for path, write in outputs:
+            if path:
+                write(result, path)
+                written.append(path)
+                print(f"wrote {path}")
+    except KeyboardInterrupt as exc:
+        exc.written = (*written, *getattr(exc, "written", ()))  # type: ignore[attr-defined]
+        raise
     return _Outcome()
 
 
@@ -515,7 +573,8 @@ def _backend_line(name, status, facts):
 
 
 def _print_choice(choice):
-    """The default backend's line; an invalid FASTMLP_BACKEND also gets a warning on stderr."""
+    """The default backend's line (saying why when it cannot run here); an invalid FASTMLP_BACKEND
+    also gets a warning on stderr."""
     print(f"chosen by default: {choice}")
     if choice.startswith("invalid"):
         print(f"fastmlp: warning: {choice.removeprefix('invalid: ')}", file=sys.stderr)
@@ -570,32 +629,57 @@ class _UsageError(Exception):
 
 
 class _Output:
-    """A standard stream that stops writing, instead of failing, once its reader has gone (as in
-    ``fastmlp train | head -1``): the command still finishes its work and writes its run folder."""
+    """A standard stream that never fails the command: it stops writing once its reader has gone
+    (as in ``fastmlp train | head -1``) or a write fails (a full disk, ``/dev/full``), and the
+    command still finishes its work and writes its run folder. A failure other than a gone reader
+    is kept in :attr:`failure` for :func:`main` to report. Text the stream cannot encode (a file
+    name that is not UTF-8) is written with backslash escapes. A closed stream (None) writes
+    nothing, and its descriptor is pointed at the null device, so that no file opened later takes
+    its number."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, descriptor):
         self.stream = stream
-        self.reader_gone = False
+        self.stopped = stream is None
+        self.failure = None  # why writing stopped, when not because the reader went away
+        if stream is None:
+            self._to_null(descriptor)
 
     def write(self, text):
-        if not self.reader_gone:
+        if not self.stopped:
             try:
                 return self.stream.write(text)
-            except BrokenPipeError:
-                self._detach()
+            except UnicodeEncodeError:
+                return self.stream.write(_escaped(text, self.stream.encoding))
+            except OSError as exc:
+                self._stop(exc)
         return len(text)
 
     def flush(self):
-        if not self.reader_gone:
+        if not self.stopped:
             try:
                 self.stream.flush()
-            except BrokenPipeError:
-                self._detach()
+            except OSError as exc:
+                self._stop(exc)
 
-    def _detach(self):
-        self.reader_gone = True
+    def _stop(self, exc):
+        self.stopped = True
+        if not isinstance(exc, BrokenPipeError):
+            self.failure = exc.strerror or str(exc)
         with contextlib.suppress(OSError, ValueError):  # Python's own last flush at exit then has nowhere to fail
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            self._to_null(self.stream.fileno())
+
+    @staticmethod
+    def _to_null(descriptor):
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
+
+
+def _escaped(text, encoding):
+    """``text`` as the encoding can carry it: a file name's bytes that are not UTF-8 as ``\\xNN``,
+    other characters the encoding lacks as backslash escapes."""
+    from .files import printable
+
+    return printable(text).encode(encoding or "utf-8", "backslashreplace").decode(encoding or "utf-8")

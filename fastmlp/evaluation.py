@@ -21,7 +21,6 @@ data do not hold, never predicted) is left out of them, not averaged in as 0.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -33,7 +32,7 @@ import numpy as np
 from . import plotting
 from .arguments import check_labels
 from .errors import InvalidInputError
-from .files import write_text
+from .files import write_json, write_text
 
 if TYPE_CHECKING:
     from .mlp import MLP
@@ -216,10 +215,7 @@ def write_report(
     written["summary.json"] = "every number of this summary, machine-readable"
     written["summary.txt"] = "this file"
     listing = {**(files or {}), **written}
-    write_text(
-        os.path.join(folder, "summary.json"),
-        json.dumps({"title": title, **report.to_dict(), "files": listing}, indent=1) + "\n",
-    )
+    write_json(os.path.join(folder, "summary.json"), {"title": title, **report.to_dict(), "files": listing})
     write_text(os.path.join(folder, "summary.txt"), _summary_text(report, listing, title))
     return list(written)
 

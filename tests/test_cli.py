@@ -1,9 +1,11 @@
 """The fastmlp command, run as a real subprocess."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +281,131 @@ def test_bench_with_no_usable_backend_says_why(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("fastmlp: error: none of the requested backends can run here: cupy: ")
     assert not (tmp_path / "b.json").exists()
+
+
+# ------------------------------------------------------- standard output (row 46)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_row46_a_file_name_that_is_not_utf8_is_printed_escaped(tmp_path, trained_model_file):
+    letter = (REPO / "docs" / "letters" / "C.png").read_bytes()
+    (tmp_path / "a.png").write_bytes(letter)
+    odd = b"l\xffc.png"  # a Latin-1 name on a UTF-8 system
+    with open(os.path.join(os.fsencode(tmp_path), odd), "wb") as handle:
+        handle.write(letter)
+    env = {**os.environ, **SAMPLE_ENV, "PYTHONIOENCODING": "utf-8"}
+    for json_flag in ([], ["--json"]):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fastmlp",
+                "predict",
+                str(trained_model_file),
+                "a.png",
+                os.fsdecode(odd),
+                *json_flag,
+            ],
+            capture_output=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert result.returncode == 0 and result.stderr == b"", result.stderr
+        lines = result.stdout.decode("utf-8").splitlines()  # valid UTF-8 throughout
+        if json_flag:
+            assert [json.loads(line)["file"] for line in lines] == ["a.png", "l\\xffc.png"]
+        else:
+            assert lines[0].startswith("a.png: ") and lines[1].startswith("l\\xffc.png: ")
+
+
+def test_row46_names_that_are_not_utf8_are_escaped_in_the_files_written_too(tmp_path, trained_model_file):
+    folder = os.fsencode(tmp_path)
+    model = os.path.join(folder, b"m\xff.npz")
+    with open(model, "wb") as handle:
+        handle.write(trained_model_file.read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-m", "fastmlp", "evaluate", model, "--out", os.path.join(folder, b"out")],
+        capture_output=True,
+        env={**os.environ, **SAMPLE_ENV, "PYTHONIOENCODING": "utf-8"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = (tmp_path / "out" / "summary.json").read_bytes().decode("utf-8")  # valid UTF-8
+    assert json.loads(summary)["title"].startswith("fastmlp evaluate m\\xff.npz, ")
+    assert (tmp_path / "out" / "summary.txt").read_bytes().decode("utf-8").startswith("fastmlp evaluate m\\xff.npz, ")
+    assert result.stdout.decode("utf-8").startswith(f"model: {tmp_path}/m\\xff.npz ")
+
+
+def test_row46_a_closed_standard_output_is_one_error_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "fastmlp", "info"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),  # as `fastmlp info >&-`
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "fastmlp: error: standard output is closed; give it somewhere to go (a file, a pipe, or >/dev/null)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_row46_a_full_standard_output_is_one_error_line_after_the_work_is_done(tmp_path, trained_model_file):
+    out = tmp_path / "out"
+    with open("/dev/full", "w") as full:  # every write fails with ENOSPC
+        result = subprocess.run(
+            [sys.executable, "-m", "fastmlp", "evaluate", str(trained_model_file), "--out", str(out)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **SAMPLE_ENV},
+            timeout=300,
+        )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "fastmlp: error: cannot write to standard output (No space left on device); "
+        "the rest of what the command printed is lost\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["confusion.png", "mistakes.png", "summary.json", "summary.txt"]
+
+
+# ------------------------------------------------------------ small promises
+@pytest.mark.parametrize("name", ["torch:cuda", "jax:gpu", "torch:mps", "cupy"])
+def test_info_says_when_the_backend_the_environment_chooses_cannot_run_here(name):
+    result = fastmlp_cli("info", env={"FASTMLP_BACKEND": name})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    row = next(line for line in lines if line.strip().startswith(f"{name} "))  # the table's own verdict
+    chosen = next(line for line in lines if line.startswith("chosen by default: "))
+    if "usable: yes" in row:
+        assert chosen == f"chosen by default: {name} (from FASTMLP_BACKEND='{name}')"
+    else:
+        why = row.split("  why: ", 1)[1]
+        assert chosen == f"chosen by default: {name} (from FASTMLP_BACKEND='{name}'); it cannot run here: {why}"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_an_unknown_fastmlp_offline_spelling_is_refused_before_any_work(tmp_path, command, sample_folder):
+    args = ["evaluate", "model.npz"] if command == "evaluate" else ["train", "--epochs", "1"]
+    result = fastmlp_cli(
+        *args, "--data", str(sample_folder), "--out", "out", env={"FASTMLP_OFFLINE": "maybe"}, cwd=tmp_path
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        "fastmlp: error: FASTMLP_OFFLINE='maybe' is neither true (1, true, yes, on) "
+        "nor false (0, false, no, off, empty)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_readme_exit_status_table_lists_exactly_the_codes_of_the_command_line():
+    from fastmlp import cli
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| status | meaning |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    listed = {int(code) for row in table.splitlines() for code in row.split("|")[1].split(",")}
+    assert listed == {0} | {value for name, value in vars(cli).items() if name.startswith("EXIT_")}

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import fastmlp
 from fastmlp import datasets, files
 from fastmlp.errors import StorageError
+from fastmlp.train import History
 
 from .helpers import write_idx
 
@@ -101,7 +103,7 @@ def test_two_runs_with_the_same_out_never_lose_or_mix_results(tmp_path, small_da
 
 
 def test_default_run_names_are_unique_within_one_second(tmp_path, small_data):
-    runs = [start("--data", str(small_data), "--hidden", "10", "--epochs", "1", cwd=tmp_path) for _ in range(3)]
+    runs = [start("--data", str(small_data), "--hidden", "10", "--epochs", "3", cwd=tmp_path) for _ in range(3)]
     assert [p.wait(timeout=300) for p in runs] == [0, 0, 0]
     folders = sorted((tmp_path / "runs").iterdir())
     assert len(folders) == 3
@@ -112,7 +114,7 @@ def test_default_run_names_are_unique_within_one_second(tmp_path, small_data):
 
 def test_out_holding_an_earlier_run_is_refused_before_training_unless_overwrite(tmp_path, small_data):
     out = tmp_path / "out"
-    assert train("--data", str(small_data), "--hidden", "10", "--epochs", "1", "--out", str(out))[0] == 0
+    assert train("--data", str(small_data), "--hidden", "10", "--epochs", "3", "--out", str(out))[0] == 0
     (out / "notes.txt").write_text("mine")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     rc, stdout, stderr = train("--data", str(small_data), "--hidden", "12", "--epochs", "2", "--out", str(out))
@@ -169,7 +171,7 @@ def test_a_signal_leaves_the_whole_run_folder_or_nothing(tmp_path, small_data, s
         "--hidden",
         "10",
         "--epochs",
-        "2000" if moment == "while training" else "1",
+        "2000" if moment == "while training" else "3",
         "--out",
         str(out),
     )
@@ -215,6 +217,36 @@ def test_a_run_that_fails_to_learn_says_so_and_exits_3(tmp_path, small_data):
     assert "Traceback" not in stderr
 
 
+def test_row42_a_run_no_better_than_its_start_fails_whatever_its_initial_weights_scored(tmp_path, sample_folder):
+    """lr=1e-9 learns nothing, but the seed's initial velocities (1e-5) still nudge the loss down,
+    and these initial weights already score above the most common class's share plus 0.01."""
+    out = tmp_path / "out"
+    rc, _, stderr = train(
+        "--data", str(sample_folder), "--epochs", "2", "--hidden", "16", "--lr", "1e-9", "--out", str(out)
+    )
+    assert rc == 3, stderr
+    warning = stderr.strip().splitlines()[-1]
+    assert warning.startswith("fastmlp: warning: the run failed to learn: the final training loss ")
+    assert "is not clearly below the initial" in warning and warning.endswith("(exit status 3)")
+    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
+
+
+def test_row42_the_rule_judges_a_fit_against_its_own_start(notmnist, trained_model):
+    X, y = notmnist.train
+    chance = np.bincount(y).max() / len(y)  # 0.1032
+    nothing = fastmlp.MLP(784, 16, 10, seed=0).fit(X, y, epochs=2, lr=1e-9)
+    assert nothing.initial_acc > chance + 0.01 and nothing.loss_fell  # what the old rule let through
+    assert "the final training loss" in nothing.failure(chance)
+    assert trained_model.history_.failure(chance) is None  # the suite's own model learned
+    # accuracy: more than 3 standard errors above the start; at 0.1 over 300 images,
+    # 3 * sqrt(0.1 * 0.9 / 300) = 0.05196, so the bar is 0.15196 (worked by hand)
+    start = {"initial_loss": 2.0, "initial_acc": 0.1, "train_size": 300, "train_loss": [1.0]}
+    assert "not clearly above the initial 0.1000 (more than 0.1520" in History(**start, train_acc=[0.15]).failure()
+    assert History(**start, train_acc=[0.153]).failure() is None
+    assert "is at chance" in History(**start, train_acc=[0.153]).failure(chance_accuracy=0.15)
+    assert "not clearly below" in History(**{**start, "train_loss": [1.97]}, train_acc=[0.9]).failure()  # > 98%
+
+
 def test_a_run_that_learns_exits_0(tmp_path, small_data):
     rc, _, stderr = train("--data", str(small_data), "--hidden", "20", "--epochs", "5", "--out", str(tmp_path / "o"))
     assert rc == 0 and "warning" not in stderr
@@ -223,7 +255,7 @@ def test_a_run_that_learns_exits_0(tmp_path, small_data):
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
 def test_run_files_get_the_umasks_permissions(tmp_path, small_data, umask):
     out = tmp_path / "out"
-    rc, _, stderr = train("--data", str(small_data), "--hidden", "10", "--epochs", "1", "--out", str(out), umask=umask)
+    rc, _, stderr = train("--data", str(small_data), "--hidden", "10", "--epochs", "3", "--out", str(out), umask=umask)
     assert rc == 0, stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
     assert {stat.S_IMODE((out / name).stat().st_mode) for name in RUN_FILES} == {0o666 & ~umask}

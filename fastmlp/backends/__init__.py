@@ -217,16 +217,20 @@ def backend_status(name):
 
 
 def describe_choice():
-    """How the environment chooses the backend now, e.g. ``'numba (from FASTMLP_BACKEND)'``.
+    """How the environment chooses the backend now, e.g. ``"numba (from FASTMLP_BACKEND='numba')"``,
+    and, when the chosen backend cannot run here, ``"; it cannot run here: <why>"``.
 
     Never raises: an invalid ``FASTMLP_BACKEND`` is described with what is wrong."""
     value = os.environ.get(ENV_VAR, "")
     if not value.strip():
         return f"{DEFAULT} ({ENV_VAR} unset)"
     try:
-        return f"{resolve_name()} (from {ENV_VAR}={value!r})"
+        name = resolve_name()
     except InvalidInputError as exc:
         return f"invalid: {exc}"
+    status = backend_status(name)
+    unusable = "" if status["usable"] else f"; it cannot run here: {status['reason']}"
+    return f"{name} (from {ENV_VAR}={value!r}){unusable}"
 
 
 def prepare_threads(requested):
