@@ -251,7 +251,7 @@ def test_every_override_keeps_the_generic_signature(name):
 
 # ------------------------------------------------------------------ precision and CUDA graphs
 #: who offers each reduced precision, as the messages name them (torch: on a CPU with native bf16)
-OFFERED_BY = {"tf32": "cupy, torch:cuda", "bf16": "cupy, torch, torch:cuda"}
+OFFERED_BY = {"tf32": "cupy, torch:cuda, jax:gpu", "bf16": "cupy, torch, torch:cuda, jax:gpu"}
 
 
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
@@ -276,9 +276,9 @@ def test_a_cpu_backend_refuses_a_reduced_precision_naming_what_offers_it(backend
             "tf32",
             "float64",
             r"precision 'tf32' needs dtype float32 .*; use dtype float32 with precision 'tf32' "
-            r"\(offered by: cupy, torch:cuda\), or precision 'float32'",
+            r"\(offered by: cupy, torch:cuda, jax:gpu\), or precision 'float32'",
         ),
-        ("bf16", "float64", r"precision 'bf16' needs dtype float32 .*\(offered by: cupy, torch, torch:cuda\)"),
+        ("bf16", "float64", r"precision 'bf16' needs dtype float32 .*\(offered by: cupy, torch, torch:cuda, jax:gpu\)"),
     ],
 )
 def test_a_precision_that_cannot_work_is_an_error_before_training(backend_name, precision, dtype, message):
@@ -304,8 +304,8 @@ def test_the_backends_that_offer_each_setting():
         "torch:mps",
         "jax",
     )
-    assert backends_offering(precision="tf32") == ("cupy", "torch:cuda")
-    assert backends_offering(precision="bf16") == ("cupy", "torch", "torch:cuda")
+    assert backends_offering(precision="tf32") == ("cupy", "torch:cuda", "jax:gpu")
+    assert backends_offering(precision="bf16") == ("cupy", "torch", "torch:cuda", "jax:gpu")
     assert backends_offering(cuda_graphs=True) == ("cupy",)
 
 

@@ -267,3 +267,89 @@ def test_the_snapshot_survives_donation(library_backend, notmnist):
     state.restore()  # nothing accepted yet: back to the weights the epoch started from
     for name, value in before.items():
         np.testing.assert_array_equal(backend.to_numpy(state.params[name]), value, err_msg=name)
+
+
+# -------------------------------------------------------- jax's precisions
+needs_jax = pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed here")
+
+
+def jax_cpu_in(precision):
+    """A jax:cpu backend set to ``precision`` as jax:gpu would be (the CPU does not offer tf32/bf16:
+    this reaches the GPU's code path on the CPU, to check what it asks of XLA)."""
+    backend = get_backend("jax:cpu")
+    backend.precision = precision
+    return backend
+
+
+def product_dots(backend, notmnist):
+    """(the loop's large products, the small ones) of a traced training step (H = 64, K = 10): each
+    as (operand dtypes, precision, result dtype). Large: X W1 and d2 W2ᵀ (N x H), Xᵀ d1 (D x H);
+    small: A1 W2 (N x K), A1ᵀ d2 (H x K)."""
+    import jax
+
+    from fastmlp import network
+
+    params = {k: backend.asarray(v) for k, v in network.init_params(784, 64, 10, seed=0).items()}
+    X, labels = backend.asarray(notmnist.train[0][:300]), backend.asarray(notmnist.train[1][:300])
+    step = backend.compile_step(lambda p: network.loss_and_grads(backend, p, X, labels, workspace="train_hidden"))
+    dots = [eqn for eqn in _equations(jax.make_jaxpr(step)(params).jaxpr) if eqn.primitive.name == "dot_general"]
+    found = {"large": [], "small": []}
+    for eqn in dots:
+        dtypes = tuple(str(v.aval.dtype) for v in eqn.invars)
+        size = "large" if eqn.outvars[0].aval.shape[-1] == 64 else "small"
+        found[size].append((dtypes, _precision(eqn.params["precision"]), str(eqn.outvars[0].aval.dtype)))
+    return found["large"], found["small"]
+
+
+def _precision(value):
+    """A dot's precision as one word: HIGHEST, TF32_TF32_F32, None, ... (a pair of equal ones as one)."""
+    names = {str(part).removeprefix("Precision.") for part in (value if isinstance(value, tuple) else (value,))}
+    return names.pop() if len(names) == 1 else str(value)
+
+
+def _equations(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in eqn.params.values():
+            inner = getattr(sub, "jaxpr", None)
+            if inner is not None:
+                yield from _equations(getattr(inner, "jaxpr", inner))
+
+
+@needs_jax
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_jax_on_the_cpu_refuses_a_reduced_precision_naming_jax_gpu(precision):
+    with pytest.raises(InvalidInputError, match=rf"'{precision}' is not offered by the jax:cpu backend.* jax:gpu"):
+        fastmlp.MLP(784, 8, 10, backend="jax:cpu", precision=precision)
+
+
+@needs_jax
+@pytest.mark.parametrize(
+    ("precision", "large", "small"),
+    [
+        ("float32", (("float32", "float32"), "HIGHEST", "float32"), "HIGHEST"),
+        ("tf32", (("float32", "float32"), "TF32_TF32_F32", "float32"), "HIGHEST"),
+        ("bf16", (("bfloat16", "bfloat16"), "HIGHEST", "float32"), "HIGHEST"),
+    ],
+)
+def test_jax_asks_xla_for_each_precisions_products(notmnist, precision, large, small):
+    """The loop's three large products (X W1, d2 W2ᵀ, Xᵀ d1) in the precision, the small ones
+    (A1 W2, A1ᵀ d2) in float32 — which a GPU would otherwise round to TF32."""
+    large_dots, small_dots = product_dots(jax_cpu_in(precision), notmnist)
+    assert large_dots == [large] * 3
+    assert small_dots == [(("float32", "float32"), small, "float32")] * 2
+
+
+@needs_jax
+def test_jax_bf16_stays_within_2e_2_of_float32_after_ten_epochs(notmnist):
+    """The bf16 path's numbers (bf16 operands, FP32 accumulation, float32 results) — runnable on the
+    CPU's XLA, where the backend itself does not offer it."""
+    single = fastmlp.MLP(784, 64, 10, backend="jax:cpu", seed=1)
+    reduced = fastmlp.MLP(784, 64, 10, backend="jax:cpu", seed=1)
+    reduced._backend.precision = "bf16"
+    histories = [model.fit(*notmnist.train, *notmnist.valid, epochs=10) for model in (single, reduced)]
+    assert histories[1].train_loss[-1] == pytest.approx(histories[0].train_loss[-1], rel=2e-2)
+    assert histories[1].train_loss[-1] != histories[0].train_loss[-1]  # bf16 really ran
+    for name, value in single.params.items():
+        scale = np.max(np.abs(value))
+        np.testing.assert_allclose(reduced.params[name], value, atol=2e-2 * scale, rtol=0, err_msg=name)

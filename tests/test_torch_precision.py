@@ -111,7 +111,7 @@ def test_bf16_on_a_cpu_without_native_bf16_is_refused_saying_why_and_what_works(
         fastmlp.MLP(784, 8, 10, backend="torch", precision="bf16")
     message = str(raised.value)
     assert message.startswith("precision 'bf16' is not offered by the torch backend here (this CPU has no native bf16")
-    assert "use precision float32" in message and message.endswith("it is offered by: cupy, torch, torch:cuda")
+    assert "use precision float32" in message and message.endswith("it is offered by: cupy, torch, torch:cuda, jax:gpu")
     assert fastmlp.MLP(784, 8, 10, backend="torch").backend_facts["native_bf16"] == "no"
 
 

@@ -12,6 +12,15 @@ Devices: ``jax`` runs where JAX puts arrays by default (its first device: a GPU 
 ``jax_enable_x64`` is on; asking this backend for a float64 array turns it on for the process
 (never a silent float32). float32 work is unchanged by the switch: every array here has an
 explicit dtype and the learning rate and momentum are weakly typed Python floats.
+
+Precisions (on a GPU; the CPU computes in float32 only): every product of a compiled step runs
+under ``jax.default_matmul_precision("float32")`` and the inference products with
+``Precision.HIGHEST``, so that float32 is float32 (XLA on a GPU would otherwise round float32
+operands to TF32). Under ``tf32`` the loop's products (those with a workspace: X W1, Xᵀ d1, d2 W2ᵀ,
+as on the torch backend) run on TF32 tensor cores (XLA's ``TF32_TF32_F32`` algorithm); under
+``bf16`` they read bf16 copies of their operands and accumulate in FP32 into a float32 result
+(``preferred_element_type``; XLA fuses the casts into the step). Parameters, velocities, loss
+and metrics stay float32.
 """
 
 from __future__ import annotations
@@ -24,19 +33,32 @@ from .base import Backend
 __all__ = ["JaxBackend"]
 
 
+#: the precisions of each platform's products (see the module's docstring)
+_PRECISIONS_ON = {"cpu": ("float32",), "gpu": ("float32", "tf32", "bf16")}
+
+
 class JaxBackend(Backend):
     """JAX arrays on JAX's default device, or on the CPU (``device='cpu'``) or a GPU (``'gpu'``)."""
 
     name = "jax"
     package = "jax"
+    #: what some device offers (each device's own: ``precisions`` of the object)
+    precisions: tuple[str, ...] = ("float32", "tf32", "bf16")
 
     def __init__(self, device=None):
         jax = self._import_package("jax", 'pip install "fastmlp[jax]"')
         self._jax = jax
         self._device = self._open_device(jax, device)
         super().__init__(jax.numpy)
+        self.precisions = _PRECISIONS_ON["cpu" if self._device.platform == "cpu" else "gpu"]
+        self.precision = self.precisions[0]
         if device:
             self.name = f"{type(self).name}:{device}"
+
+    @classmethod
+    def offered_on(cls, precision):
+        platforms = [platform for platform, offered in _PRECISIONS_ON.items() if precision in offered]
+        return (cls.name,) if len(platforms) == len(_PRECISIONS_ON) else tuple(f"{cls.name}:{p}" for p in platforms)
 
     @staticmethod
     def _open_device(jax, platform):
@@ -95,5 +117,28 @@ class JaxBackend(Backend):
 
     # ---------------------------------------------------------------- steps
     def compile_step(self, step, *, donate=()):
-        """``jax.jit`` of ``step``, donating the buffers of the arguments named in ``donate``."""
-        return self._jax.jit(step, donate_argnames=tuple(donate))
+        """``jax.jit`` of ``step``, donating the buffers of the arguments named in ``donate``, traced
+        with float32 products (see the module's docstring; the precision is part of JAX's cache key)."""
+        jax, jitted = self._jax, self._jax.jit(step, donate_argnames=tuple(donate))
+
+        def run(*args, **kwargs):
+            with jax.default_matmul_precision("float32"):
+                return jitted(*args, **kwargs)
+
+        return run
+
+    # ---------------------------------------------------------------- products
+    def matmul(self, A, B, *, workspace=None):
+        """A @ B of network.py in the model's precision: with a workspace (the loop's large
+        products) under tf32 on TF32 tensor cores, under bf16 of bf16 copies with FP32 accumulation
+        into a float32 result; otherwise in the dtype's own precision."""
+        jnp, lax = self.xp, self._jax.lax
+        if workspace is None or self.precision == "float32":
+            return jnp.matmul(A, B, precision=lax.Precision.HIGHEST)
+        if self.precision == "tf32":
+            return jnp.matmul(A, B, precision=lax.DotAlgorithmPreset.TF32_TF32_F32)
+        return jnp.matmul(A.astype(jnp.bfloat16), B.astype(jnp.bfloat16), preferred_element_type=A.dtype)
+
+    def affine(self, A, W, b):
+        """S2 = A1 W2 + b2 in the dtype's own precision (inference too, outside a compiled step)."""
+        return self.xp.matmul(A, W, precision=self._jax.lax.Precision.HIGHEST) + b
