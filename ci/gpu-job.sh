@@ -4,8 +4,9 @@
 #   torch   the suite on torch:cuda, where the image's PyTorch has CUDA (else it says so)
 #   jax     the suite on jax:gpu, where the image's JAX has CUDA (else it says so)
 #   bench   fastmlp info, then the epoch benchmark: cupy beside numpy in the three precisions at
-#           H=1000 and H=4096, the other GPU backends beside it at float32, and cupy alone at
-#           N=60000, H=4096; each table says which products ran without their epilogue
+#           H=1000 and H=4096, the other GPU backends (torch:cuda, jax:gpu) beside it in the three
+#           precisions at H=1000, and cupy alone at N=60000, H=4096; each table says which products
+#           ran without their epilogue
 # bash ci/gpu-job.sh [PART ...] runs the parts named, in order (none: all four). Every file it
 # writes goes under $OUT (default gpu-results/): pytest-<backend>.xml, info.txt, bench-gpu.json,
 # bench-gpu-libraries.json, bench-gpu-60000.json.
@@ -59,8 +60,8 @@ bench() {
     --valid "$VALID" --epochs "$EPOCHS" --json "$OUT/bench-gpu.json"
   local others
   others=$(usable torch:cuda jax:gpu)
-  "$PY" -m fastmlp bench --backends "numpy,${others:+$others,}cupy" --dtype float32 --hidden "${HIDDEN%%,*}" --n "$N" \
-    --valid "$VALID" --epochs "$EPOCHS" --json "$OUT/bench-gpu-libraries.json"
+  "$PY" -m fastmlp bench --backends "numpy,${others:+$others,}cupy" --precision "$PRECISIONS" \
+    --hidden "${HIDDEN%%,*}" --n "$N" --valid "$VALID" --epochs "$EPOCHS" --json "$OUT/bench-gpu-libraries.json"
   "$PY" -m fastmlp bench --backends "${STAND_IN}cupy" --precision "$PRECISIONS" --hidden "$H_LARGE" \
     --n "$N_LARGE" --valid "$VALID" --epochs "$EPOCHS" --json "$OUT/bench-gpu-60000.json"
 }
