@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The CPU job: the whole test suite (numpy, numba, torch and jax backends), the GPU job's scripts
-# rehearsed without a GPU, then the cupy backend's selection checks with CuPy installed on a
-# machine without a GPU.
+# The CPU job: the whole test suite (numpy, numba, torch and jax backends, the documentation's
+# examples), the documentation site built strictly, the GPU job's scripts rehearsed without a GPU,
+# then the cupy backend's selection checks with CuPy installed on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -10,6 +10,9 @@ make lint PYTHON="$PYTHON"
 
 echo "== test suite (README: make test)"
 make test PYTHON="$PYTHON"
+
+echo "== the documentation site, strictly: no broken link, no unresolved API name (make docs)"
+make docs PYTHON="$PYTHON"
 
 echo "== the GPU job's parts rehearsed without a GPU (bash ci/gpu-check.sh dry-run)"
 VENV=.venv bash ci/gpu-check.sh dry-run

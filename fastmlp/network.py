@@ -1,4 +1,4 @@
-"""The two-layer network, equation by equation as the README's "The math" states it.
+"""The two-layer network, equation by equation as docs/math.md states it.
 
     parameters  W1 (D, H)  b1 (H,)  W2 (H, K)  b2 (K,)    W1 ~ N(0, 2/(D+K))  W2 ~ N(0, 2/(H+1))  b = 0
     forward     S1 = X W1 + b1   A1 = relu(S1)   S2 = A1 W2 + b2   P = softmax(S2)

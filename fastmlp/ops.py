@@ -2,7 +2,7 @@
 
 Each function takes arrays of any Array-API library (NumPy, CuPy, array-api-strict, ...), finds
 their namespace ``xp`` with :func:`array_api_compat.array_namespace` and computes the formula of
-the README's "The math" section with it. No function here knows which library it runs on.
+the network's math (docs/math.md) with it. No function here knows which library it runs on.
 
 Shapes: N rows, H hidden units, K classes. Labels are integer class indices, shape (N,).
 """

@@ -402,10 +402,10 @@ def test_an_unknown_fastmlp_offline_spelling_is_refused_before_any_work(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_readme_exit_status_table_lists_exactly_the_codes_of_the_command_line():
+def test_the_documented_exit_status_table_lists_exactly_the_codes_of_the_command_line():
     from fastmlp import cli
 
-    readme = (REPO / "README.md").read_text()
-    table = readme.split("| status | meaning |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    page = (REPO / "docs" / "command-line.md").read_text()
+    table = page.split("| status | meaning |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
     listed = {int(code) for row in table.splitlines() for code in row.split("|")[1].split(",")}
     assert listed == {0} | {value for name, value in vars(cli).items() if name.startswith("EXIT_")}

@@ -1,24 +1,19 @@
-"""The trained network outside fastmlp: ONNX files run by ONNX Runtime, PyTorch modules, `fastmlp export`."""
+"""The trained network outside fastmlp: ONNX files run by ONNX Runtime, PyTorch modules, `fastmlp export`.
+(The documentation's own examples of both run in test_docs.py.)"""
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fastmlp
-from fastmlp.datasets import EMBEDDED_SAMPLE
 from fastmlp.weights import save_weights
 
 from .helpers import to_host
-from .test_cli import SAMPLE_ENV, fastmlp_cli
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from .test_cli import fastmlp_cli
 
 
 @pytest.fixture
@@ -266,46 +261,3 @@ def test_from_torch_refuses_what_is_not_the_network(torch, case):
     make, error, pattern = BAD_MODULES[case]
     with pytest.raises(error, match=pattern):
         fastmlp.MLP.from_torch(make(torch.nn))
-
-
-# ------------------------------------------------------- the README's snippets
-def readme_blocks(kind):
-    """The ```kind blocks of the README's section "Using the model elsewhere", in order."""
-    section = README.read_text().split("\n## Using the model elsewhere")[1].split("\n## ")[0]
-    return re.findall(rf"```{kind}\n(.*?)```", section, re.S)
-
-
-def run_snippet(code, cwd):
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **SAMPLE_ENV},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def test_the_readme_onnx_runtime_snippet_prints_the_letters_of_predict(onnx, trained_model_file, tmp_path):
-    sample = tmp_path / "fastmlp" / "data" / "notmnist" / "t10k-images-idx3-ubyte.gz"
-    sample.parent.mkdir(parents=True)
-    sample.symlink_to(EMBEDDED_SAMPLE / sample.name)  # where the snippet finds it in a checkout
-    # the commands run elsewhere: in tmp_path, Python would import the folder fastmlp/ as the package
-    exported = fastmlp_cli("export", str(trained_model_file), str(tmp_path / "letters.onnx"))
-    assert exported.returncode == 0, exported.stderr
-    ort_snippet, graph_snippet, _ = readme_blocks("python")
-    letters = run_snippet(ort_snippet, tmp_path).split()
-    predicted = fastmlp_cli("predict", str(trained_model_file), str(sample))
-    assert predicted.returncode == 0, predicted.stderr
-    assert letters == [line.split(": ")[1].split()[0] for line in predicted.stdout.splitlines()[:8]]
-    assert run_snippet(graph_snippet, tmp_path) == readme_blocks("text")[0]  # the graph as the README shows it
-
-
-def test_the_readme_torch_snippet_fine_tunes_one_step(torch, trained_model, trained_model_file, notmnist, tmp_path):
-    shutil.copy(trained_model_file, tmp_path / "model.npz")
-    output = run_snippet(readme_blocks("python")[2], tmp_path)
-    before, after = (float(x) for x in re.fullmatch(r"training loss (\S+) -> (\S+)\n", output).groups())
-    assert before == pytest.approx(trained_model.evaluate(*notmnist.train)[0], abs=1e-4)
-    assert after < before

@@ -4,7 +4,7 @@ A :class:`GraphReplayer` wraps a step (a function of device arrays, dicts and tu
 Python scalars). The first call with a given *signature* (every array's address, shape, strides
 and dtype, and every scalar's value) runs eagerly; the second records the step once with CuPy's
 stream capture (``stream.begin_capture()`` ... ``stream.end_capture()`` on a non-blocking stream, as
-CuPy's documentation of ``Stream.begin_capture`` shows; see also the README section "Precision and CUDA graphs") and
+CuPy's documentation of ``Stream.begin_capture`` shows; see also docs/backends.md, "CUDA graphs") and
 launches the graph; later calls with that signature only launch it (``graph.launch(stream=...)``)
 and return the outputs recorded at capture, whose buffers the replay rewrites. The steps update
 parameters and velocities in place, so their buffers, and with them the signature, stay the same

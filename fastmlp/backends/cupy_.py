@@ -8,7 +8,7 @@ message when CuPy is missing, when no usable CUDA device or driver is found, whe
 be compiled, or when nvmath-python is missing.
 
 The products of the training loop go through nvmath-python's stateful ``Matmul`` (NVIDIA's Python
-API to cuBLASLt; see the README section "Precision and CUDA graphs"), planned once per operand
+API to cuBLASLt; see docs/backends.md, "The cupy backend"), planned once per operand
 set, eagerly (planning waits for the device, which a CUDA graph being recorded cannot do), and
 executed in place into the backend's buffers (``options={"inplace": True}``, ``beta=0``). A
 row-major N×M result R = P Q is cuBLASLt's column-major Rᵀ = Qᵀ Pᵀ, whose epilogue bias runs along
