@@ -116,9 +116,9 @@ class EpochRunner:
 
         def work():
             return (
-                backend.matmul(self.X, W1, workspace="train_hidden"),  # N×H
+                backend.matmul(self.X, W1, workspace="hidden"),  # N×H
                 backend.matmul(self.X.T, self._d1, workspace="dW1"),  # D×H
-                backend.matmul(self.X_valid, W1, workspace="valid_hidden"),
+                backend.matmul(self.X_valid, W1, workspace="hidden"),
             )  # Nv×H
 
         return backend.time_device_work(work)

@@ -248,20 +248,20 @@ def epoch_step(backend, snapshot, params, velocities, X, labels, X_valid, labels
     validation loss and accuracy after it."""
     snapshot = copy_weights(backend, params, velocities, into=snapshot)
     params, velocities, loss, acc = gradient_step(
-        backend, params, velocities, X, labels, lr, momentum, workspace="train_hidden"
+        backend, params, velocities, X, labels, lr, momentum, workspace="hidden"
     )
     metrics = [loss, acc]
     if X_valid is not None:
-        metrics += network.loss_and_accuracy(backend, params, X_valid, labels_valid, workspace="valid_hidden")
+        metrics += network.loss_and_accuracy(backend, params, X_valid, labels_valid, workspace="hidden")
     return snapshot, params, velocities, _stack(backend, metrics)
 
 
 def metrics_step(backend, params, X, labels, X_valid, labels_valid):
     """The loss and accuracy of ``params`` on (X, labels) and, if given, on the validation set,
     as one device vector."""
-    metrics = list(network.loss_and_accuracy(backend, params, X, labels, workspace="train_hidden"))
+    metrics = list(network.loss_and_accuracy(backend, params, X, labels, workspace="hidden"))
     if X_valid is not None:
-        metrics += network.loss_and_accuracy(backend, params, X_valid, labels_valid, workspace="valid_hidden")
+        metrics += network.loss_and_accuracy(backend, params, X_valid, labels_valid, workspace="hidden")
     return _stack(backend, metrics)
 
 

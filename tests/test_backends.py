@@ -378,3 +378,31 @@ def test_openblas_workers_are_told_to_sleep_when_other_thread_pools_may_run(requ
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", timeout]
+
+
+def test_a_buffer_request_is_answered_by_the_same_memory_every_time():
+    """Fewer rows get the first rows of the smallest buffer that has enough (the validation pass in
+    the training pass's activations); more rows get a new buffer, and the earlier requests keep
+    theirs, so the addresses a CUDA graph recorded stay valid."""
+    backend = get_backend("numpy")
+    train = backend._buffer("hidden", (6, 4), np.float32)
+    valid = backend._buffer("hidden", (2, 4), np.float32)
+    assert valid.base is train.base and valid.ctypes.data == train.ctypes.data and valid.flags.c_contiguous
+    larger = backend._buffer("hidden", (8, 4), np.float32)
+    assert not np.shares_memory(larger, train)
+    again = [backend._buffer("hidden", (rows, 4), np.float32) for rows in (6, 2, 8)]
+    assert [a.ctypes.data for a in again] == [train.ctypes.data, train.ctypes.data, larger.ctypes.data]
+    others = [backend._buffer("hidden", (2, 5), np.float32), backend._buffer("hidden", (2, 4), np.float64)]
+    assert not any(np.shares_memory(other, train) for other in others)  # another row shape or dtype
+
+
+def test_the_validation_pass_of_a_fit_reuses_the_training_pass_activations():
+    """fastmlp train's peak memory: no N×H buffer of its own for the validation set."""
+    rng = np.random.default_rng(0)
+    X, X_valid = rng.random((60, 784), dtype=np.float32), rng.random((20, 784), dtype=np.float32)
+    model = fastmlp.MLP(784, 32, 10, backend="numpy")
+    allocated = []
+    empty = type(model._backend).empty
+    model._backend.empty = lambda shape, dtype: allocated.append(tuple(shape)) or empty(model._backend, shape, dtype)
+    model.fit(X, rng.integers(0, 10, 60), X_valid, rng.integers(0, 10, 20), epochs=2)
+    assert (60, 32) in allocated and (20, 32) not in allocated

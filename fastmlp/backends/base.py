@@ -152,12 +152,22 @@ class Backend:
         return self.xp.empty(shape, dtype=dtype)
 
     def _buffer(self, name, shape, dtype):
-        """A reusable array for intermediate results, one per (name, shape, dtype)."""
-        key = (name, tuple(shape), _dtype_key(dtype))
-        buffer = self._buffers.get(key)
+        """A reusable array for intermediate results, per (name, shape of a row, dtype): the first
+        rows of the smallest buffer of that kind with enough rows, or a new one when none has.
+
+        The training loop's passes over the training and the validation set share the workspace
+        ``"hidden"`` that way (the validation pass comes after the update, when the training pass's
+        N×H activations are spent). A new buffer is always larger than the ones before it, so a
+        request is answered by the same memory every time: the addresses a CUDA graph or a
+        cuBLASLt plan recorded stay valid."""
+        rows, *row_shape = shape
+        kind = ("rows of", name, tuple(row_shape), _dtype_key(dtype))
+        sizes = self._buffers.setdefault(kind, [])  # ascending numbers of rows
+        buffer = next((b for b in sizes if b.shape[0] >= rows), None)
         if buffer is None:
-            buffer = self._buffers[key] = self.empty(shape, dtype)
-        return buffer
+            buffer = self.empty(shape, dtype)
+            sizes.append(buffer)
+        return buffer[:rows]  # the first rows of a C-contiguous array: C-contiguous
 
     def quiet_overflow(self):
         """A context in which overflow and invalid operations raise no warning.
