@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -103,3 +104,11 @@ def run_measured(args, *, env=None, limit_address_space=None, timeout=300):
         with open(report) as handle:
             peak = int(handle.read())
     return result, peak * (1 if sys.platform == "darwin" else 1024)
+
+
+def default_signals():
+    """For ``preexec_fn``: SIGINT and SIGTERM at their defaults in the child (a background job, as
+    CI may run the suite, starts its children with SIGINT ignored, and Python then raises no
+    KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -18,7 +18,7 @@ from fastmlp import datasets, files
 from fastmlp.errors import StorageError
 from fastmlp.train import History
 
-from .helpers import write_idx
+from .helpers import default_signals, write_idx
 
 RUN_FILES = sorted(
     [
@@ -45,15 +45,9 @@ def small_data(tmp_path_factory, sample_folder):
     return folder
 
 
-def _default_signals():
-    # a background job starts its children with SIGINT ignored; give them the default back
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def start(*args, cwd=None, umask=None):
     def setup():
-        _default_signals()
+        default_signals()
         if umask is not None:
             os.umask(umask)
 
@@ -319,7 +313,7 @@ def test_a_reader_that_stops_early_loses_no_run(tmp_path, small_data, streams):
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT if streams == "stdout and stderr" else subprocess.DEVNULL,
-        preexec_fn=_default_signals,
+        preexec_fn=default_signals,
     )
     first = process.stdout.readline()
     process.stdout.close()  # the reader goes away, as head does after its first line
