@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
-## train on the notMNIST sample with the seed's settings (200 epochs, H=1000, lr 0.1, momentum 0.9)
+## train on the notMNIST sample with the reference assignment's settings (200 epochs, H=1000, lr 0.1, momentum 0.9)
 train: $(BIN)/.installed
 	$(BIN)/fastmlp train $(ARGS)
 

@@ -3,7 +3,7 @@ scikit-learn estimator, the command line, weights files): the arrays X and y, th
 dtype and precision, parameter dicts and their shapes, class names. They run on the host, before
 anything is copied to a device.
 
-A check that only one function needs stays beside that function (the seed in ``mlp.py``, ``ink`` in
+A check that only one function needs stays beside that function (the random seed in ``mlp.py``, ``ink`` in
 ``images.py``, ``validation_fraction`` in ``sklearn.py``), and a file's contents are checked by its
 reader (``datasets.py``, ``weights.py``, ``images.py``).
 
@@ -51,7 +51,7 @@ __all__ = [
 DTYPES = ("float32", "float64")
 #: the longest class name a model may have, in characters
 MAX_CLASS_NAME = 40
-#: how the matrix products compute: "float32" in the dtype's own precision (the seed's semantics),
+#: how the matrix products compute: "float32" in the dtype's own precision (the reference assignment's semantics),
 #: "tf32" on TF32 tensor cores, "bf16" from BF16 copies of the operands with FP32 accumulation
 PRECISIONS = ("float32", "tf32", "bf16")
 

@@ -45,7 +45,7 @@ def save_figure(figure, path):
 
 
 def plot_curves(history, loss_path, accuracy_path, *, title=""):
-    """The seed's two plots: training vs validation loss, and accuracy, per epoch."""
+    """The reference assignment's two plots: training vs validation loss, and accuracy, per epoch."""
     epochs = range(1, history.epochs + 1)
     for path, train, valid, label in (
         (loss_path, history.train_loss, history.valid_loss, "loss (average cross-entropy)"),
