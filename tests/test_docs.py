@@ -198,14 +198,16 @@ class Page:
 
 @pytest.fixture(scope="module")
 def pages(trained_model_file, tmp_path_factory):
-    """Each page's runner, made on first use: a working folder with ``model.npz`` and ``docs``."""
+    """Each page's runner, made on first use: a working folder like the checkout's, with ``docs``,
+    ``fastmlp`` (the shipped sample's path) and a trained ``model.npz``."""
     made: dict[Path, Page] = {}
 
     def page(path):
         if path not in made:
             folder = tmp_path_factory.mktemp(path.stem)
             shutil.copy(trained_model_file, folder / "model.npz")
-            (folder / "docs").symlink_to(REPO / "docs")
+            for name in ("docs", "fastmlp"):
+                (folder / name).symlink_to(REPO / name)
             made[path] = Page(path, folder, tmp_path_factory.mktemp("empty-cache"))
         return made[path]
 

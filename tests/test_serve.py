@@ -565,7 +565,7 @@ def test_an_image_file_is_read_from_the_file_picker_and_from_a_drop(browser, ser
 def test_the_about_panel_names_the_model_and_what_its_weights_file_records(browser, trained_model, tmp_path):
     from fastmlp import weights
 
-    fits = [{"epochs": 100, "lr": 0.1, "batch_size": None}, {"epochs": 5, "lr": 0.01, "valid_accuracy": 0.8965}]
+    fits = [{"epochs": 100, "lr": 0.1, "batch_size": None}, {"epochs": 5, "lr": 0.01, "valid_accuracy": 0.8965000224}]
     recorded = {"training": fits, "note": "an extra field"}
     model = tmp_path / "recorded.npz"
     metadata = {"classes": list(trained_model.classes), "precision": "float32", **recorded}
@@ -580,7 +580,7 @@ def test_the_about_panel_names_the_model_and_what_its_weights_file_records(brows
         assert facts["dtype"] == "float32" and facts["letters"] == "A B C D E F G H I J"
         assert facts["backend"].startswith(f"{trained_model.backend} on CPU") and facts["precision"] == "float32"
         assert facts["trained with precision"] == "float32"
-        assert facts["fit 1"] == "epochs 100, lr 0.1, batch size null"
+        assert facts["fit 1"] == "epochs 100, lr 0.1, batch size full"
         assert facts["fit 2"] == "epochs 5, lr 0.01, valid accuracy 0.8965" and facts["note"] == "an extra field"
         assert page.errors == []
         page.tab.close()

@@ -211,12 +211,15 @@ document.getElementById("clear").addEventListener("click", clear);
 // ------------------------------------------------------------- about the model
 const LABELS = { precision: "trained with precision", fastmlp_version: "written by fastmlp" };
 
-function words(value) {
+// a recorded value in words: a full batch (batch_size null) as "full", fractions to 4 digits
+function words(value, key) {
   if (value !== null && typeof value === "object") {
     return Object.entries(value)
-      .map(([key, inner]) => `${key.replaceAll("_", " ")} ${words(inner)}`)
+      .map(([inner, innerValue]) => `${inner.replaceAll("_", " ")} ${words(innerValue, inner)}`)
       .join(", ");
   }
+  if (value === null && key === "batch_size") return "full";
+  if (typeof value === "number" && !Number.isInteger(value)) return String(Number(value.toPrecision(4)));
   return String(value);
 }
 
