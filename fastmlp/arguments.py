@@ -51,7 +51,7 @@ __all__ = [
 DTYPES = ("float32", "float64")
 #: the longest class name a model may have, in characters
 MAX_CLASS_NAME = 40
-#: how the matrix products compute: "float32" in the dtype's own precision (the reference assignment's semantics),
+#: how the matrix products compute: "float32" in the dtype's own precision (the assignment's semantics),
 #: "tf32" on TF32 tensor cores, "bf16" from BF16 copies of the operands with FP32 accumulation
 PRECISIONS = ("float32", "tf32", "bf16")
 

@@ -318,7 +318,7 @@ def _idx_pairs_in(folder):
 
 # ------------------------------------------------------------------ split
 def to_features(images: np.ndarray, dtype: str = "float32") -> np.ndarray:
-    """uint8 images (n, 28, 28) -> (n, 784) rows in [0, 1]: the reference assignment's ``images / 255.0`` in float64,
+    """uint8 images (n, 28, 28) -> (n, 784) rows in [0, 1]: the assignment's ``images / 255.0`` in float64,
     cast to ``dtype``, looked up per pixel value (the same numbers without an n x 784 float64 array)."""
     scaled = (np.arange(256) / 255.0).astype(dtype)
     return scaled[np.asarray(images).reshape(len(images), -1)]
@@ -333,7 +333,7 @@ def _pixel_table_or_floats(images, dtype):
     """Check the images' values against what their dtype means; returns a function that gives
     the features of some images (``rows``: their indices), flattened, scaled to [0, 1], in ``dtype``.
 
-    uint8 (and any integer type holding 0-255) is divided by 255 like the reference assignment; floats must already
+    uint8 (and any integer type holding 0-255) is divided by 255 like the assignment; floats must already
     be in [0, 1]; anything else is refused with the offending value and its index.
     """
     if images.dtype == np.bool_ or not (

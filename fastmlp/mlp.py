@@ -176,7 +176,7 @@ class MLP:
         """Train; returns a :class:`~fastmlp.train.History` (also kept as ``history_``).
 
         ``y`` holds integer labels or a one-hot matrix. ``batch_size=None`` is full-batch
-        gradient descent (the reference assignment); an int gives shuffled mini-batches drawn on the host from
+        gradient descent (the assignment's); an int gives shuffled mini-batches drawn on the host from
         ``shuffle_seed`` (default: the model's seed). Velocities start at 1e-5 and persist
         across ``fit`` calls. On divergence, :class:`~fastmlp.errors.DivergenceError` is raised
         and the model keeps the last weights whose training loss was finite.

@@ -78,7 +78,7 @@ def param_shapes(n_in: int, n_hidden: int, n_out: int) -> dict[str, tuple[int, .
 
 
 def init_params(n_in: int, n_hidden: int, n_out: int, *, seed: int = 0, dtype: Any = "float32") -> Weights:
-    """The reference assignment's Xavier variant, drawn on the host so every backend starts from identical weights.
+    """The assignment's Xavier variant, drawn on the host so every backend starts from identical weights.
 
     Draws in float64 with ``numpy.random.default_rng(seed)`` (W1 first), then casts to ``dtype``."""
     rng = np.random.default_rng(seed)
@@ -89,7 +89,7 @@ def init_params(n_in: int, n_hidden: int, n_out: int, *, seed: int = 0, dtype: A
 
 
 def init_velocities(backend: Steps, params: Weights) -> Weights:
-    """A velocity per parameter, on the backend, every entry INITIAL_VELOCITY (the reference assignment's choice)."""
+    """A velocity per parameter, on the backend, every entry INITIAL_VELOCITY (the assignment's choice)."""
     return {name: backend.full(p.shape, INITIAL_VELOCITY, p.dtype) for name, p in params.items()}  # shape of θ
 
 
@@ -175,7 +175,7 @@ def update(
 
 
 def momentum_step(param: Array, velocity: Array, grad: Array, lr: float, momentum: float) -> tuple[Array, Array]:
-    """The generic step ``momentum_update`` of one parameter θ with gradient g, in the reference assignment's form:
+    """The generic step ``momentum_update`` of one parameter θ with gradient g, in the assignment's form:
     α is the learning rate, γ the momentum. Returns the new (θ, v).
 
     Not PyTorch's SGD (v ← μ v + g; θ ← θ − lr v): learning rates do not carry over one-to-one."""

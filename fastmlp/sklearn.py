@@ -49,7 +49,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     hidden : hidden units H (default 1000, the reference assignment's).
     epochs, lr, momentum : training settings (200, 0.1, 0.9, the reference assignment's).
-    batch_size : None for full-batch gradient descent (the reference assignment), an int for seeded mini-batches.
+    batch_size : None for full-batch gradient descent (the assignment's), an int for seeded mini-batches.
     validation_fraction : None, or a fraction in (0, 1) of the training rows held out (stratified,
         drawn from ``seed``); its per-epoch loss and accuracy land in ``history_``.
     backend : a backend name (``fastmlp.BACKEND_NAMES`` or ``"auto"``), or None for

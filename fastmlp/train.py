@@ -1,6 +1,6 @@
 """The epoch loops and their record, :class:`History`.
 
-One epoch, as in the reference assignment: forward on the training set, backward, update all four parameters, then
+One epoch, as in the assignment: forward on the training set, backward, update all four parameters, then
 loss and accuracy on the training and validation sets for the updated weights. In full-batch mode
 the training metrics of the updated weights are exactly what the next epoch's forward pass
 computes, so the loop reuses that pass and runs one extra forward after the last epoch.
@@ -101,7 +101,7 @@ class History:
         clearly better than it started (the same images, the same measure, whatever the initial
         weights scored).
 
-        - The final loss is at most 98% of the initial one. The reference assignment's velocities start at 1e-5,
+        - The final loss is at most 98% of the initial one. The assignment's velocities start at 1e-5,
           so every weight moves however small the learning rate is: at ``lr=1e-9`` the loss drifts
           down by about 0.1% an epoch and by under 1% in 200 epochs, while one epoch at the
           default learning rate takes about 5-11% off.
@@ -278,7 +278,7 @@ def _to_host(backend, vector):
 
 
 def full_batch_epoch(state, X, labels, X_valid=None, labels_valid=None, *, lr, momentum):
-    """One epoch of the reference assignment's loop on the whole training set, as the training loop runs it.
+    """One epoch of the assignment's loop on the whole training set, as the training loop runs it.
 
     Returns the host metrics: the training loss and accuracy of the weights *before* the update
     (this epoch's forward pass; the step copies those weights into ``state.snapshots.pending``)
@@ -426,7 +426,7 @@ class _Recorder:
 
 # -------------------------------------------------------------- the loops
 def _full_batch_loop(record, X, labels, X_valid, labels_valid, *, epochs, lr, momentum):
-    """The reference assignment's loop: each epoch's forward pass also yields the previous weights' metrics."""
+    """The assignment's loop: each epoch's forward pass also yields the previous weights' metrics."""
     state = record.state
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
@@ -476,7 +476,7 @@ def run_epochs(
     """Train ``state`` in place for ``epochs`` epochs; returns the :class:`History`.
 
     X (N, D) and labels (N,) are backend arrays already on the device. ``batch_size=None`` is
-    full-batch gradient descent (the reference assignment); an int gives mini-batches in an order drawn on the
+    full-batch gradient descent (the assignment's); an int gives mini-batches in an order drawn on the
     host from ``rng`` (a ``numpy.random.Generator``). When the training loss diverges (see
     :class:`_DivergenceGuard`) the state is reset to the last accepted weights and
     :class:`DivergenceError` is raised, its ``history`` holding the accepted epochs.
