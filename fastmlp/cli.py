@@ -671,7 +671,10 @@ class _Output:
     @staticmethod
     def _to_null(descriptor):
         with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), descriptor)
+            null = os.open(os.devnull, os.O_WRONLY)  # a closed descriptor's own number, when it is free
+            if null != descriptor:
+                os.dup2(null, descriptor)
+                os.close(null)
 
     def __getattr__(self, name):
         return getattr(self.stream, name)

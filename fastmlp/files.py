@@ -417,8 +417,7 @@ def atomic_write(path: PathArg, write: Callable[[IO[bytes]], object]) -> None:
     if target.kind not in ("missing", "file"):
         raise StorageError(f"cannot write {path}: it is a {target.kind}{_via(Path(os.path.abspath(path)), target)}")
     folder = target.path.parent
-    if not folder.is_dir():
-        raise StorageError(f"cannot write {path}: the folder {folder} does not exist")
+    _refuse_missing_folder(folder, "cannot write", path)
     tmp_name = None
     try:
         with _signals_deferred():
