@@ -15,18 +15,23 @@ So an image file becomes a network input by this rule (:func:`read_image`):
    becomes grey levels (ITU-R 601-2 luma, Pillow's "L"): a transparent background is laid over
    black under a light drawing and over white under a dark one; 16-bit values are divided by 257,
    float values in 0-1 multiplied by 255 (values already within 0-255 are taken as they are).
-2. An image with less than 32 grey levels between its darkest and lightest pixel is refused as blank.
-3. Polarity: the ink must end up light. ``ink="auto"``: when at least 95% of the image's border (its
+2. Polarity: the ink must end up light. ``ink="auto"``: when at least 95% of the image's border (its
    outermost ring of pixels) is lighter than the middle grey (halfway between the darkest and
    lightest pixel), the border is paper under a dark letter and the image is inverted; any other
-   border is read in the data's own style, a light letter on a dark background or filling the
-   frame. ``ink="light"`` or ``ink="dark"`` says which it is instead.
+   border, and any image with less than 32 grey levels between its darkest and lightest pixel (it
+   has no letter edge to tell paper by), is read in the data's own style, a light letter on a dark
+   background or filling the frame. ``ink="light"`` or ``ink="dark"`` says which it is instead.
+3. Without contrast: an image with less than 32 grey levels of contrast is, once its ink is light,
+   either ink filling the whole frame (every pixel at least 224: the sample has 154 such I's, 141 of
+   them a uniform white square) and is kept as it is, resized only; or blank, and refused.
 4. Levels are stretched so that the darkest pixel is 0 and the lightest 255.
 5. Framing: a letter with margins (at most 10% of its border lighter than the middle grey) is
    cropped to the smallest box holding every pixel at least 32 (of 255) above the background; a
    box more than twice as wide as tall (more than one letter?) or under 8 pixels on its longer
    side (too small to read) is refused. A letter filling the frame is kept whole, as the data's are.
-6. The result is resized to 28 x 28 (Lanczos) and scaled to [0, 1] as the data are (grey level / 255).
+6. The result is resized to 28 x 28: shrunk by its largest whole factor by averaging blocks of pixels
+   (so an image enlarged by repeating pixels comes back exactly), then resampled with Lanczos; and
+   scaled to [0, 1] as the data are (grey level / 255).
 
 An image that already is a notMNIST image (28 x 28, light letter filling the frame) comes through
 unchanged. idx files and ``.npz`` files hold images already in the data's format: they are only
@@ -72,6 +77,8 @@ PAPER_BORDER = 0.95
 #: a border with more than this fraction of ink: the letter fills the frame, as the data's do (no crop)
 FILLED_BORDER = 0.1
 MIN_CONTRAST = 32  # grey levels between the darkest and lightest pixel, at least
+#: an image with less contrast is ink filling the frame when its every pixel is this light (ink light)
+FULL_INK = 255 - MIN_CONTRAST + 1
 INK_LEVEL = 32  # a pixel this far above the background (of 255) is part of the letter
 MAX_WIDTH_PER_HEIGHT = 2.0
 MIN_LETTER_PIXELS = 8  # the letter's box, longer side
@@ -228,11 +235,12 @@ def _light_border(grey):
 
 
 def _ink_is_light(grey, ink):
-    """True when the letter is lighter than its background (the module's rule, step 3): given by
-    ``ink``, or for "auto" dark only on a border that is (nearly) all light paper."""
+    """True when the letter is lighter than its background (the module's rule, step 2): given by
+    ``ink``, or for "auto" dark only on a border that is (nearly) all light paper, in an image with a
+    letter's contrast."""
     if ink != "auto":
         return ink == "light"
-    return _light_border(grey) < PAPER_BORDER
+    return _contrast(grey) < MIN_CONTRAST or _light_border(grey) < PAPER_BORDER
 
 
 def _letter_box(levels, path, scale):
@@ -267,23 +275,29 @@ def read_image(source: PathArg | BinaryIO, *, ink: str = "auto") -> np.ndarray:
 
     ``source`` may also be a binary file object (e.g. ``io.BytesIO`` of an upload); messages name it
     by its ``name`` attribute, else "the file"."""
-    from PIL import Image
-
     if ink not in INK_CHOICES:
         raise InvalidInputError(f"ink must be one of {', '.join(INK_CHOICES)}, got {ink!r}")
     path = getattr(source, "name", "the file") if hasattr(source, "read") else source  # as messages call it
     frame = _open_grey(source, path)
-    grey = frame.grey
-    if _contrast(grey) < MIN_CONTRAST:
-        raise _blank(path, grey, frame.frames)
-    if not _ink_is_light(grey, ink):
-        grey = 255 - grey
+    grey = frame.grey if _ink_is_light(frame.grey, ink) else 255 - frame.grey
+    if _contrast(grey) < MIN_CONTRAST:  # step 3: ink filling the frame, or blank
+        if grey.min() < FULL_INK:
+            raise _blank(path, frame.grey, frame.frames)
+        return _resized(grey)
     low, high = int(grey.min()), int(grey.max())
     levels = np.rint((grey - np.float32(low)) * np.float32(255 / (high - low))).astype(np.uint8)
     if _light_border(levels) <= FILLED_BORDER:  # the letter has margins: crop to it
         rows, columns = _letter_box(levels, path, frame.scale)
         levels = np.ascontiguousarray(levels[rows, columns])
-    return np.asarray(Image.fromarray(levels).resize((SIDE, SIDE), Image.Resampling.LANCZOS))
+    return _resized(levels)
+
+
+def _resized(levels):
+    """2-D uint8 levels -> (28, 28) uint8 (the module's rule, step 6; 28 x 28 levels come through unchanged)."""
+    from PIL import Image
+
+    image = Image.fromarray(levels).resize((SIDE, SIDE), Image.Resampling.LANCZOS, reducing_gap=1.0)
+    return np.asarray(image)
 
 
 def _read_image_set(path, kind):

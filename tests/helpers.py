@@ -6,12 +6,14 @@ Import them with ``from .helpers import ...``.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,9 @@ REQUIRE_GPU = os.environ.get("FASTMLP_REQUIRE_GPU") == "1"
 ONLY_BACKEND = (os.environ.get("FASTMLP_BACKEND") or "").strip().lower()
 #: backends that need a GPU: marked ``gpu``, and required under FASTMLP_REQUIRE_GPU=1
 GPU_BACKENDS = GPU_CHOICES
+
+#: the repository's root folder (bench/ and docs/ beside tests/)
+ROOT = Path(__file__).resolve().parents[1]
 
 #: tolerance of a backend against float64 NumPy, per dtype: (rtol, atol)
 TOLERANCE = {"float32": (1e-4, 1e-5), "float64": (1e-9, 1e-12)}
@@ -112,3 +117,11 @@ def default_signals():
     KeyboardInterrupt)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def bench_module(name):
+    """The script ``name`` of the bench folder (``name`` + ".py"), imported as a module: bench is no package."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

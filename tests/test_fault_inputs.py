@@ -541,7 +541,7 @@ def test_row47_large_images_are_refused_or_reduced_early_within_600_mb(tmp_path)
     deep = np.zeros((7000, 7000), np.uint16)
     deep[1500:5500, 2500:4500] = 65535
     Image.fromarray(deep).save(tmp_path / "large-16bit.png")  # 49 megapixels, just under the limit
-    Image.new("RGB", (8000, 6000), "white").save(tmp_path / "photo.jpg", quality=80)
+    Image.new("RGB", (8000, 6000), "black").save(tmp_path / "photo.jpg", quality=80)
     result, peak = run_measured(fastmlp_command("predict", str(model_file), str(tmp_path / "huge-1bit.png")))
     assert result.returncode == 2 and result.stderr.splitlines() == [
         f"fastmlp: error: {tmp_path / 'huge-1bit.png'} is 9400 x 9400 pixels (88.4 megapixels); a letter's image "
@@ -552,7 +552,7 @@ def test_row47_large_images_are_refused_or_reduced_early_within_600_mb(tmp_path)
         result, peak = run_measured(fastmlp_command("predict", str(model_file), str(tmp_path / name)))
         assert peak < PEAK_LIMIT, (name, peak)
         assert result.returncode == (0 if name.endswith("png") else 2), result.stderr
-    assert "photo.jpg: the image is blank" in result.stderr  # a white JPEG, decoded at an eighth of its size
+    assert "photo.jpg: the image is blank" in result.stderr  # a black JPEG, decoded at an eighth of its size
 
 
 def test_row47_an_npz_image_set_is_predicted_a_batch_at_a_time_within_600_mb(tmp_path):

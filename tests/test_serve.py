@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import importlib.util
 import io
 import json
 import math
@@ -22,7 +21,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import numpy as np
@@ -32,23 +30,17 @@ from PIL import Image, ImageDraw
 from fastmlp import images
 from fastmlp.serve import THREAD_VARIABLES
 
+from .helpers import ROOT, bench_module
+
 pytest.importorskip("starlette", reason="fastmlp serve needs the serve extra: pip install 'fastmlp[serve]'")
 pytest.importorskip("uvicorn", reason="fastmlp serve needs the serve extra: pip install 'fastmlp[serve]'")
 
-ROOT = Path(__file__).resolve().parents[1]
 LETTERS_DIR = ROOT / "docs" / "letters"
 IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 MiB = 2**20
 
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "bench" / "serve_load.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-serve_load = _bench_module()  # the load client of bench/serve_load.py
+serve_load = bench_module("serve_load")  # the load client of bench/serve_load.py
 
 
 # ------------------------------------------------------------------ the server
@@ -520,6 +512,9 @@ def test_the_page_reads_a_drawing_as_fastmlp_predict_reads_it_as_a_file(browser,
     assert_same_answer(answer, expected)
     shown = page.tab.locator("#letters .p").all_inner_texts()
     assert shown[0] == f"{100 * expected['probability']:.1f}%"
+    # the canvas says its ink is dark (a cleared canvas is white paper, not a letter filling the frame)
+    queries = {url.split("?")[1] for url in page.requests if "/predict?" in url}
+    assert queries == {"top=5&ink=dark&name=drawing"}
     page.tab.close()
 
 
@@ -558,6 +553,10 @@ def test_an_image_file_is_read_from_the_file_picker_and_from_a_drop(browser, ser
     page.tab.dispatch_event("#canvas", "drop", {"dataTransfer": dropped})
     page.tab.wait_for_selector("#letters .name")
     assert page.shown_letters()[0] == expected[str(LETTERS_DIR / "J-transparent.png")]["letter"]
+    assert [url.split("?")[1] for url in page.requests if "/predict?" in url] == [
+        "top=5&ink=auto&name=C.png",  # a file's ink: found by the conversion rule
+        "top=5&ink=auto&name=J.png",
+    ]
     assert page.errors == []
     page.tab.close()
 

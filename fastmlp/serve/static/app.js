@@ -105,7 +105,7 @@ function ask() {
   }
   asking = true;
   canvas.toBlob(async (png) => {
-    await send(png, "drawing");
+    await send(png, "drawing", "dark"); // the canvas: black ink on white
     asking = false;
     if (askAgain) {
       askAgain = false;
@@ -114,11 +114,11 @@ function ask() {
   }, "image/png");
 }
 
-async function send(body, name) {
+async function send(body, name, ink = "auto") {
   const picture = cleared;
   let reply, answer;
   try {
-    reply = await fetch(`predict?top=${TOP}&name=${encodeURIComponent(name)}`, {
+    reply = await fetch(`predict?top=${TOP}&ink=${ink}&name=${encodeURIComponent(name)}`, {
       method: "POST",
       body,
       headers: { "Content-Type": body.type || "application/octet-stream" },
