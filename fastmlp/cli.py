@@ -249,7 +249,8 @@ def _add_predict_parser(commands, debug):
         "--ink",
         choices=("auto", "light", "dark"),
         default="auto",
-        help="is the letter lighter or darker than its background? (default auto: read from the image's border)",
+        help="is the letter lighter or darker than its background? (default auto: read from the image's "
+        "border; an image without contrast is read in the data's style, light on dark)",
     )
     predict.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
