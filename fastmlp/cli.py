@@ -249,8 +249,9 @@ def _add_predict_parser(commands, debug):
         "--ink",
         choices=("auto", "light", "dark"),
         default="auto",
-        help="is the letter lighter or darker than its background? (default auto: read from the image's "
-        "border; an image without contrast is read in the data's style, light on dark)",
+        help="is the letter lighter or darker than its background? (default auto: read from the image's border; "
+        "pass dark for a dark letter touching the frame; without contrast, white is a letter filling the frame "
+        "and black or grey is blank)",
     )
     predict.add_argument("--top", type=_positive_int, default=3, help="classes shown per image (default 3)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
