@@ -73,21 +73,21 @@ def border_dark_fraction(image):
 # ------------------------------------------------------------ conversion
 def test_a_data_image_saved_as_png_reads_back_unchanged_and_predicts_the_same(notmnist, trained_model, tmp_path):
     originals, _ = data_images(notmnist, 200)
-    drawn = range(len(originals))
     assert sum(int(image.min()) >= 224 for image in originals) >= 3  # I's filling the frame: no contrast
     paths = []
-    for i in drawn:
-        Image.fromarray(originals[i]).save(tmp_path / f"{i}.png")
+    for i, image in enumerate(originals):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
         paths.append(tmp_path / f"{i}.png")
-    unchanged = [j for j, i in enumerate(drawn) if fills_frame(originals[i]) or int(originals[i].min()) >= 224]
+    unchanged = [i for i, image in enumerate(originals) if fills_frame(image) or int(image.min()) >= 224]
     assert len(unchanged) > 150  # most of the data's glyphs fill their frame
     for j in unchanged:
-        np.testing.assert_array_equal(images.read_image(paths[j], ink="light"), originals[drawn[j]])
+        np.testing.assert_array_equal(images.read_image(paths[j], ink="light"), originals[j])
     predictions = trained_model.predict_images(paths, ink="light")
-    from_arrays = trained_model.predict(notmnist.test[0][drawn])
+    arrays = notmnist.test[0][: len(originals)]  # (200, 784) the same images as the data give them
+    from_arrays = trained_model.predict(arrays)
     from_files = np.array([LETTERS.index(p.letter) for p in predictions])
     np.testing.assert_array_equal(from_files[unchanged], from_arrays[unchanged])
-    probabilities = trained_model.predict_proba(notmnist.test[0][drawn][unchanged])
+    probabilities = trained_model.predict_proba(arrays[unchanged])
     np.testing.assert_allclose([predictions[j].probability for j in unchanged], probabilities.max(axis=1), rtol=1e-6)
     assert np.mean(from_files == from_arrays) > 0.95  # the rest are cropped and stretched a little
 
